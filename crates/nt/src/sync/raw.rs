@@ -60,6 +60,7 @@ pub struct LockStats {
 #[derive(Default)]
 struct Ownership {
     owner: AtomicU64,
+    /// Acquisition time on the verifier clock plus one, so that 0 can mean "not timed".
     acquired_at_ns: AtomicU64,
     acquisitions: AtomicU64,
     contended: AtomicU64,
@@ -106,7 +107,7 @@ impl Ownership {
     #[cold]
     fn acquired_slow(&self, name: &'static str, addr: usize, contended: bool) {
         self.acquired_at_ns
-            .store(verifier::now_ns().max(1), Ordering::Relaxed);
+            .store(verifier::now_ns().saturating_add(1), Ordering::Relaxed);
         self.acquisitions.fetch_add(1, Ordering::Relaxed);
         if contended {
             self.contended.fetch_add(1, Ordering::Relaxed);
@@ -144,7 +145,7 @@ impl Ownership {
     fn releasing_slow(&self, addr: usize) {
         let at = self.acquired_at_ns.swap(0, Ordering::Relaxed);
         if at != 0 {
-            let held = verifier::now_ns().saturating_sub(at);
+            let held = verifier::now_ns().saturating_sub(at - 1);
             self.total_hold_ns.fetch_add(held, Ordering::Relaxed);
             self.max_hold_ns.fetch_max(held, Ordering::Relaxed);
         }
