@@ -232,10 +232,18 @@ impl Processors {
             }
             let _dispatch = irql::raise(Irql::Dispatch);
             let batch_start = verifier::enabled().then(verifier::now_ns);
+            // The last DPC of a batch counts as finished only after the batch's watchdog check,
+            // so that a flush also waits for the reports of the DPCs it waited for.
+            let mut unfinished = false;
             loop {
                 let dpc = {
                     let mut st = p.state.lock();
-                    match st.queue.pop_front() {
+                    let next = st.queue.pop_front();
+                    if next.is_some() && std::mem::take(&mut unfinished) {
+                        st.finished += 1;
+                        p.done.notify_all();
+                    }
+                    match next {
                         Some(d) => d,
                         None => break,
                     }
@@ -243,13 +251,16 @@ impl Processors {
                 dpc.queued.store(false, Ordering::Release);
                 // A verifier in panic mode may panic while reporting; the processor survives it.
                 let _ = catch_unwind(AssertUnwindSafe(|| run_one(&dpc)));
-                let mut st = p.state.lock();
-                st.finished += 1;
-                p.done.notify_all();
+                unfinished = true;
             }
             if let Some(start) = batch_start {
                 let took = verifier::now_ns().saturating_sub(start);
                 let _ = catch_unwind(|| verifier::check_cumulative_budget(took, index));
+            }
+            if unfinished {
+                let mut st = p.state.lock();
+                st.finished += 1;
+                p.done.notify_all();
             }
         }
     }
