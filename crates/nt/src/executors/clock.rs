@@ -41,6 +41,14 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+impl SystemClock {
+    /// Nanoseconds since the process's clock epoch.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        epoch().elapsed().as_nanos() as u64
+    }
+}
+
 impl Clock for SystemClock {
     #[inline]
     fn now(&self) -> Duration {

@@ -293,6 +293,11 @@ impl Irp {
         &self.input
     }
 
+    /// The output buffer's length.
+    pub fn output_len(&self) -> usize {
+        self.output.len()
+    }
+
     /// The output buffer: where a read or a control request puts its result.
     pub fn output(&mut self) -> &mut [u8] {
         &mut self.output

@@ -8,6 +8,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 use super::raw::{LockStats, RawLock, RawPassiveMutex, RawSpinLock};
 
@@ -110,6 +111,18 @@ impl<T: ?Sized, R: RawLock> Lock<T, R> {
         }
     }
 
+    /// Acquires the lock through an `Arc`, returning a guard that keeps the lock alive and has no
+    /// lifetime (the shape callback tokens need).
+    #[inline]
+    pub fn lock_arc(self: &Arc<Self>) -> ArcLockGuard<T, R> {
+        self.raw.acquire();
+        // INVARIANT: the raw lock is held by this thread until the guard drops.
+        ArcLockGuard {
+            lock: self.clone(),
+            _not_send: PhantomData,
+        }
+    }
+
     /// Acquires the lock if it is free, without waiting.
     #[inline]
     pub fn try_lock(&self) -> Option<LockGuard<'_, T, R>> {
@@ -173,13 +186,6 @@ pub struct LockGuard<'a, T: ?Sized, R: RawLock> {
 // SAFETY: sharing `&LockGuard` across threads only gives out `&T`, which needs `T: Sync`.
 unsafe impl<T: ?Sized + Sync, R: RawLock> Sync for LockGuard<'_, T, R> {}
 
-impl<'a, T: ?Sized, R: RawLock> LockGuard<'a, T, R> {
-    /// The lock this guard holds (identity for [`super::LockedBy`]).
-    pub(crate) fn lock_ref(&self) -> &'a Lock<T, R> {
-        self.lock
-    }
-}
-
 impl<T: ?Sized, R: RawLock> Deref for LockGuard<'_, T, R> {
     type Target = T;
 
@@ -209,5 +215,53 @@ impl<T: ?Sized, R: RawLock> Drop for LockGuard<'_, T, R> {
 impl<T: ?Sized + fmt::Debug, R: RawLock> fmt::Debug for LockGuard<'_, T, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// Like [`LockGuard`], but owning an `Arc` of its lock instead of borrowing it; `!Send`.
+#[must_use = "if unused the lock is released immediately"]
+#[clippy::has_significant_drop]
+pub struct ArcLockGuard<T: ?Sized, R: RawLock> {
+    lock: Arc<Lock<T, R>>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<T: ?Sized, R: RawLock> ArcLockGuard<T, R> {
+    /// The lock this guard holds (identity for [`super::LockedBy`]).
+    pub(crate) fn lock_ref(&self) -> &Arc<Lock<T, R>> {
+        &self.lock
+    }
+}
+
+impl<T: ?Sized, R: RawLock> Deref for ArcLockGuard<T, R> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: by the type invariant this thread holds the lock until the guard drops.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized, R: RawLock> DerefMut for ArcLockGuard<T, R> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference through the guard.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized, R: RawLock> Drop for ArcLockGuard<T, R> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lock.raw.release();
+    }
+}
+
+impl<T: ?Sized, R: RawLock> fmt::Debug for ArcLockGuard<T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArcLockGuard")
+            .field("lock", &self.lock.name())
+            .finish()
     }
 }

@@ -10,10 +10,10 @@
 //! let owner = Arc::new(Lock::with_raw(RawSpinLock::new("device lock"), ()));
 //! let counter = LockedBy::new(&owner, 0u64);
 //! {
-//!     let mut guard = owner.lock();
+//!     let mut guard = owner.lock_arc();
 //!     *counter.access_mut(&mut guard) += 1;
 //! }
-//! let guard = owner.lock();
+//! let guard = owner.lock_arc();
 //! assert_eq!(*counter.access(&guard), 1);
 //! ```
 
@@ -21,7 +21,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::sync::Arc;
 
-use super::lock::{Lock, LockGuard};
+use super::lock::{ArcLockGuard, Lock};
 use super::raw::RawLock;
 
 /// Data of type `T` reachable only with a guard of its owner lock.
@@ -43,7 +43,10 @@ unsafe impl<T: ?Sized + Send, R: RawLock> Send for LockedBy<T, R> {}
 impl<T, R: RawLock> LockedBy<T, R> {
     /// Protects `data` with `owner`.
     pub fn new(owner: &Arc<Lock<(), R>>, data: T) -> Self {
-        LockedBy { owner: owner.clone(), data: UnsafeCell::new(data) }
+        LockedBy {
+            owner: owner.clone(),
+            data: UnsafeCell::new(data),
+        }
     }
 
     /// Consumes the container and returns the data.
@@ -54,8 +57,8 @@ impl<T, R: RawLock> LockedBy<T, R> {
 
 impl<T: ?Sized, R: RawLock> LockedBy<T, R> {
     /// Whether `guard` is a guard of this container's owner.
-    pub fn is_owned_by(&self, guard: &LockGuard<'_, (), R>) -> bool {
-        std::ptr::eq(guard.lock_ref(), Arc::as_ptr(&self.owner))
+    pub fn is_owned_by(&self, guard: &ArcLockGuard<(), R>) -> bool {
+        Arc::ptr_eq(guard.lock_ref(), &self.owner)
     }
 
     /// The owner lock.
@@ -67,9 +70,13 @@ impl<T: ?Sized, R: RawLock> LockedBy<T, R> {
     ///
     /// # Panics
     /// If `guard` belongs to a different lock ("mismatched owners").
-    pub fn access<'a>(&'a self, guard: &'a LockGuard<'_, (), R>) -> &'a T {
-        assert!(self.is_owned_by(guard), "LockedBy: mismatched owners ({})", self.owner.name());
-        // SAFETY: the guard proves this thread holds `owner` (type invariant of `LockGuard`), and
+    pub fn access<'a>(&'a self, guard: &'a ArcLockGuard<(), R>) -> &'a T {
+        assert!(
+            self.is_owned_by(guard),
+            "LockedBy: mismatched owners ({})",
+            self.owner.name()
+        );
+        // SAFETY: the guard proves this thread holds `owner` (type invariant of `ArcLockGuard`), and
         // it is borrowed for `'a`, so the lock stays held while the reference lives.
         unsafe { &*self.data.get() }
     }
@@ -78,8 +85,12 @@ impl<T: ?Sized, R: RawLock> LockedBy<T, R> {
     ///
     /// # Panics
     /// If `guard` belongs to a different lock ("mismatched owners").
-    pub fn access_mut<'a>(&'a self, guard: &'a mut LockGuard<'_, (), R>) -> &'a mut T {
-        assert!(self.is_owned_by(guard), "LockedBy: mismatched owners ({})", self.owner.name());
+    pub fn access_mut<'a>(&'a self, guard: &'a mut ArcLockGuard<(), R>) -> &'a mut T {
+        assert!(
+            self.is_owned_by(guard),
+            "LockedBy: mismatched owners ({})",
+            self.owner.name()
+        );
         // SAFETY: as in `access`; the guard is borrowed mutably for `'a`, and a thread holds at
         // most one guard of a lock (re-acquiring is a fatal report), so no other reference to
         // `data` exists while this one lives.
@@ -89,6 +100,8 @@ impl<T: ?Sized, R: RawLock> LockedBy<T, R> {
 
 impl<T: ?Sized, R: RawLock> fmt::Debug for LockedBy<T, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockedBy").field("owner", &self.owner.name()).finish_non_exhaustive()
+        f.debug_struct("LockedBy")
+            .field("owner", &self.owner.name())
+            .finish_non_exhaustive()
     }
 }

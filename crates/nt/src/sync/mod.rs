@@ -16,7 +16,7 @@ mod locked_by;
 mod raw;
 
 pub use dyn_lock::{LockFlavour, RawDynLock};
-pub use locked_by::LockedBy;
 pub use event::{Event, EventKind};
-pub use lock::{Lock, LockGuard, PassiveMutex, SpinLock};
+pub use lock::{ArcLockGuard, Lock, LockGuard, PassiveMutex, SpinLock};
+pub use locked_by::LockedBy;
 pub use raw::{LockStats, RawLock, RawPassiveMutex, RawSpinLock};

@@ -1,0 +1,403 @@
+//! Devices: a named I/O target with queues, a callback lock, and file-object callbacks.
+//!
+//! A device is created from a [`DeviceInit`], registered with `nt`'s I/O manager under its
+//! name, and from then on receives every request sent to a handle opened on it: creates,
+//! cleanups and closes go to the file-object callbacks; reads, writes and control requests are
+//! routed to a queue (a per-type queue from [`Device::configure_request_dispatching`], else the
+//! default queue, else they fail with `STATUS_INVALID_DEVICE_REQUEST`).
+//!
+//! Equivalent to: `WDFDEVICE` / `FxDevice`, `WDFDEVICE_INIT`, `FxPkgIo` (routing),
+//! `FxPkgGeneral` (file objects).
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nt::io::{FileObject, Irp, IrpHandler, MajorFunction};
+use nt::irql::{self, Irql};
+use nt::{Kernel, NtStatus};
+use parking_lot::RwLock;
+
+use crate::driver::Driver;
+use crate::invoke;
+use crate::object::{ObjectAttributes, ObjectHeader};
+use crate::observe::CallbackKind;
+use crate::queue::{Queue, QueueConfig};
+use crate::request::{Request, RequestType};
+use crate::sync::constraints::{self, LockOwner, ObjectKind, Resolved};
+use crate::sync::{CallbackLock, ScopeLocked, ScopeToken};
+
+/// `EvtDeviceFileCreate`: decides the create's status (wdfkit completes the create with it).
+pub type FileCreateHandler =
+    Box<dyn Fn(Option<&mut ScopeToken>, &Arc<FileObject>) -> NtStatus + Send + Sync>;
+/// `EvtFileCleanup` / `EvtFileClose`.
+pub type FileHandler = Box<dyn Fn(Option<&mut ScopeToken>, &Arc<FileObject>) + Send + Sync>;
+
+/// File-object callbacks and their attributes. Equivalent to: `WDF_FILEOBJECT_CONFIG` plus the
+/// attributes passed to `WdfDeviceInitSetFileObjectConfig`.
+///
+/// Deviation: `EvtDeviceFileCreate` returns the create's status instead of completing a request.
+#[derive(Default)]
+pub struct FileObjectConfig {
+    /// `None`: Passive and scope None, whatever the device says (spec §1.4).
+    pub attributes: Option<ObjectAttributes>,
+    pub(crate) create: Option<FileCreateHandler>,
+    pub(crate) cleanup: Option<FileHandler>,
+    pub(crate) close: Option<FileHandler>,
+}
+
+impl FileObjectConfig {
+    /// Registers `EvtDeviceFileCreate`.
+    pub fn on_create(
+        &mut self,
+        f: impl Fn(Option<&mut ScopeToken>, &Arc<FileObject>) -> NtStatus + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.create = Some(Box::new(f));
+        self
+    }
+
+    /// Registers `EvtFileCleanup`.
+    pub fn on_cleanup(
+        &mut self,
+        f: impl Fn(Option<&mut ScopeToken>, &Arc<FileObject>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.cleanup = Some(Box::new(f));
+        self
+    }
+
+    /// Registers `EvtFileClose`.
+    pub fn on_close(
+        &mut self,
+        f: impl Fn(Option<&mut ScopeToken>, &Arc<FileObject>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.close = Some(Box::new(f));
+        self
+    }
+}
+
+impl fmt::Debug for FileObjectConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileObjectConfig")
+            .field("attributes", &self.attributes)
+            .finish_non_exhaustive()
+    }
+}
+
+type ContextFactory = Box<dyn FnOnce(&Arc<Device>) -> Arc<dyn Any + Send + Sync> + Send>;
+
+/// What a device is created from. Equivalent to: `WDFDEVICE_INIT`.
+pub struct DeviceInit {
+    name: String,
+    attributes: ObjectAttributes,
+    file_object: Option<FileObjectConfig>,
+    contexts: Vec<ContextFactory>,
+}
+
+impl DeviceInit {
+    /// A device to be registered under `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        DeviceInit {
+            name: name.into(),
+            attributes: ObjectAttributes::default(),
+            file_object: None,
+            contexts: Vec::new(),
+        }
+    }
+
+    /// The device's attributes (scope, level, cleanup).
+    pub fn attributes(&mut self, attrs: ObjectAttributes) -> &mut Self {
+        self.attributes = attrs;
+        self
+    }
+
+    /// File-object callbacks. Equivalent to: `WdfDeviceInitSetFileObjectConfig`.
+    pub fn file_object(&mut self, config: FileObjectConfig) -> &mut Self {
+        self.file_object = Some(config);
+        self
+    }
+
+    /// A typed context built once the device exists (so it can hold [`ScopeLocked`] data made
+    /// with [`Device::scope_locked`]). Equivalent to: the context type in the attributes.
+    pub fn context<T: Any + Send + Sync>(
+        &mut self,
+        make: impl FnOnce(&Arc<Device>) -> T + Send + 'static,
+    ) -> &mut Self {
+        self.contexts.push(Box::new(move |d| {
+            Arc::new(make(d)) as Arc<dyn Any + Send + Sync>
+        }));
+        self
+    }
+}
+
+impl fmt::Debug for DeviceInit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceInit")
+            .field("name", &self.name)
+            .field("attributes", &self.attributes)
+            .finish()
+    }
+}
+
+struct FileObjects {
+    resolved: Resolved,
+    config: FileObjectConfig,
+}
+
+static NEXT_DEVICE: AtomicU64 = AtomicU64::new(1);
+
+/// A device. Equivalent to: `WDFDEVICE`.
+pub struct Device {
+    id: u64,
+    kernel: Kernel,
+    header: Arc<ObjectHeader>,
+    resolved: Resolved,
+    lock: CallbackLock,
+    files: FileObjects,
+    routes: RwLock<Routes>,
+}
+
+#[derive(Default)]
+struct Routes {
+    default: Option<Arc<Queue>>,
+    by_type: [Option<Arc<Queue>>; RequestType::COUNT],
+    queues: Vec<Arc<Queue>>,
+}
+
+impl Device {
+    pub(crate) fn create(driver: &Arc<Driver>, init: DeviceInit) -> Result<Arc<Device>, NtStatus> {
+        irql::check_at_most(
+            Irql::Passive,
+            &nt::verifier::rules::IRQL_TOO_HIGH,
+            "WdfDeviceCreate",
+        );
+        constraints::validate_attributes(ObjectKind::Device, &init.attributes)?;
+        let resolved = constraints::resolve_device(driver.constraints(), &init.attributes)?;
+        let mut file_config = init.file_object.unwrap_or_default();
+        if let Some(a) = &file_config.attributes {
+            constraints::validate_attributes(ObjectKind::FileObject, a)?;
+        }
+        let file_resolved =
+            constraints::resolve_file_object(&resolved, file_config.attributes.as_ref())?;
+        let cleanup = init.attributes.cleanup;
+        let device = Arc::new(Device {
+            id: NEXT_DEVICE.fetch_add(1, Ordering::Relaxed),
+            kernel: driver.kernel().clone(),
+            header: ObjectHeader::new("device", init.name.clone(), cleanup),
+            lock: CallbackLock::new(resolved.lock_flavour, "device"),
+            resolved,
+            files: FileObjects {
+                resolved: file_resolved,
+                config: std::mem::take(&mut file_config),
+            },
+            routes: RwLock::new(Routes::default()),
+        });
+        for make in init.contexts {
+            let ctx = make(&device);
+            device.header.add_context_dyn(ctx);
+        }
+        driver.header().add_child(device.header.clone());
+        driver
+            .kernel()
+            .io()
+            .create_device(&init.name, device.clone())?;
+        Ok(device)
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    /// The name the device is registered under.
+    pub fn name(&self) -> &str {
+        self.header.name()
+    }
+
+    /// The object header (contexts, state).
+    pub fn header(&self) -> &Arc<ObjectHeader> {
+        &self.header
+    }
+
+    /// The device's typed context of type `T`. Equivalent to: `WdfObjectGetTypedContext`.
+    pub fn context<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.header.context::<T>()
+    }
+
+    /// The resolved device constraints.
+    pub fn constraints(&self) -> &Resolved {
+        &self.resolved
+    }
+
+    /// The resolved constraints of the device's file-object callbacks.
+    pub fn file_object_constraints(&self) -> &Resolved {
+        &self.files.resolved
+    }
+
+    /// The device's callback lock (always allocated; used by Device-scope queues).
+    pub fn callback_lock(&self) -> &CallbackLock {
+        &self.lock
+    }
+
+    /// Data protected by the device's callback lock.
+    pub fn scope_locked<T>(&self, value: T) -> ScopeLocked<T> {
+        ScopeLocked::new(&self.lock, value)
+    }
+
+    /// Acquires the device's callback lock from code outside its callbacks. Re-acquiring on the
+    /// owning thread is the fatal `WDF_RECURSIVE_LOCK`. Equivalent to:
+    /// `WdfObjectAcquireLock(device)`; dropping the token is `WdfObjectReleaseLock`.
+    pub fn acquire_lock(&self) -> Result<ScopeToken, NtStatus> {
+        Ok(ScopeToken::acquire(&self.lock))
+    }
+
+    /// Creates a queue on this device. Equivalent to: `WdfIoQueueCreate`.
+    ///
+    /// A second default queue: `STATUS_INVALID_DEVICE_REQUEST`.
+    pub fn create_queue(
+        self: &Arc<Self>,
+        config: QueueConfig,
+        attrs: ObjectAttributes,
+    ) -> Result<Arc<Queue>, NtStatus> {
+        let default = config.default_queue;
+        if default && self.routes.read().default.is_some() {
+            return Err(NtStatus::INVALID_DEVICE_REQUEST);
+        }
+        let queue = Queue::create(self, config, attrs)?;
+        let mut r = self.routes.write();
+        if default {
+            if r.default.is_some() {
+                return Err(NtStatus::INVALID_DEVICE_REQUEST);
+            }
+            r.default = Some(queue.clone());
+        }
+        r.queues.push(queue.clone());
+        Ok(queue)
+    }
+
+    /// Sends every request of `kind` to `queue` instead of the default queue. The queue must
+    /// belong to this device, and a type can be configured once:
+    /// `STATUS_INVALID_DEVICE_REQUEST` otherwise; create/cleanup/close cannot be routed
+    /// (`STATUS_INVALID_PARAMETER`). Equivalent to: `WdfDeviceConfigureRequestDispatching`.
+    pub fn configure_request_dispatching(
+        &self,
+        queue: &Arc<Queue>,
+        kind: RequestType,
+    ) -> Result<(), NtStatus> {
+        if matches!(
+            kind,
+            RequestType::Create | RequestType::Cleanup | RequestType::Close
+        ) {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        if queue.device_id != self.id {
+            return Err(NtStatus::INVALID_DEVICE_REQUEST);
+        }
+        let mut r = self.routes.write();
+        let slot = &mut r.by_type[kind.index()];
+        if slot.is_some() {
+            return Err(NtStatus::INVALID_DEVICE_REQUEST);
+        }
+        *slot = Some(queue.clone());
+        Ok(())
+    }
+
+    /// The device's queues, in creation order.
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.routes.read().queues.clone()
+    }
+
+    /// The default queue, if one was created.
+    pub fn default_queue(&self) -> Option<Arc<Queue>> {
+        self.routes.read().default.clone()
+    }
+
+    /// Unregisters the device and runs the cleanup callbacks of its subtree, children first,
+    /// with no callback lock held.
+    pub fn delete(&self) {
+        let _ = self.kernel.io().delete_device(self.name());
+        self.header.delete();
+        let mut r = self.routes.write();
+        r.default = None;
+        r.by_type = Default::default();
+        r.queues.clear();
+    }
+
+    fn route(&self, kind: RequestType) -> Option<Arc<Queue>> {
+        let r = self.routes.read();
+        r.by_type[kind.index()]
+            .clone()
+            .or_else(|| r.default.clone())
+    }
+
+    fn file_lock(&self) -> Option<&CallbackLock> {
+        (self.files.resolved.lock == LockOwner::Device).then_some(&self.lock)
+    }
+
+    fn on_create(&self, irp: Irp) {
+        if self.files.resolved.passive_callbacks && irql::current() > Irql::Passive {
+            irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0);
+            return;
+        }
+        let status = match &self.files.config.create {
+            Some(h) => invoke::run(
+                self.file_lock(),
+                CallbackKind::FileCreate,
+                self.name(),
+                Some(irp.id()),
+                |t| h(t, irp.file()),
+            )
+            .unwrap_or(NtStatus::INTERNAL_ERROR),
+            None => NtStatus::SUCCESS,
+        };
+        irp.complete(status, 0);
+    }
+
+    fn on_file(&self, irp: Irp, kind: CallbackKind) {
+        let handler = if kind == CallbackKind::FileCleanup {
+            &self.files.config.cleanup
+        } else {
+            &self.files.config.close
+        };
+        if let Some(h) = handler {
+            invoke::run(self.file_lock(), kind, self.name(), Some(irp.id()), |t| {
+                h(t, irp.file())
+            });
+        }
+        if kind == CallbackKind::FileCleanup {
+            for q in self.queues() {
+                q.flush_by_file_object(irp.file());
+            }
+        }
+        irp.complete(NtStatus::SUCCESS, 0);
+    }
+}
+
+impl IrpHandler for Device {
+    fn dispatch(&self, irp: Irp) {
+        match irp.major() {
+            MajorFunction::Create => self.on_create(irp),
+            MajorFunction::Cleanup => self.on_file(irp, CallbackKind::FileCleanup),
+            MajorFunction::Close => self.on_file(irp, CallbackKind::FileClose),
+            major => match self.route(RequestType::of(major)) {
+                Some(queue) => {
+                    let req = Request::new(irp, queue.clone());
+                    let _ = queue.dispatch_events(crate::queue::Event::Arrival(req));
+                }
+                None => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Device")
+            .field("name", &self.name())
+            .field("constraints", &self.resolved)
+            .finish()
+    }
+}

@@ -1,0 +1,276 @@
+//! The dispatch loop: how a queue hands requests to the driver (spec §3.2, §5.5, §5.6).
+//!
+//! Every event that can make a request presentable runs [`Queue::dispatch_events`]:
+//!
+//! * **arrival** (from the I/O manager) and **forward**: always run the loop on the arriving
+//!   thread, so with no contention the driver's callback runs inline on the sender's thread;
+//! * **completion** of a driver-owned request, and **requeue**: run the loop only if no thread is
+//!   in it already (`dispatching == 0`). A completion inside a callback therefore never recurses:
+//!   the thread that is presenting notices the free slot when the callback returns. A completion
+//!   outside any loop (a DPC, another thread) presents the next request on the completing thread.
+//!
+//! Before entering, two rules defer the pass instead (`FxIoQueue::CanThreadDispatchEventsLocked`):
+//!
+//! 1. a **Passive**-level queue entered above PASSIVE_LEVEL defers to its work item;
+//! 2. a thread that **already owns the queue's callback lock** (it forwarded, or started a queue,
+//!    from inside a serialized callback) defers to the queue's DPC (dispatch-level queue) or
+//!    work item (passive-level queue).
+//!
+//! A deferred new request is appended to the pending list first, so order is kept. Deferral
+//! objects are queued at most once (`Dpc::insert` / `WorkItem::enqueue` refuse a second insert),
+//! and each deferral is counted ([`super::QueueStats`]).
+//!
+//! The queue's object lock (`state`) is never held while driver code runs.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use nt::NtStatus;
+use nt::irql::{self, Irql};
+use nt::sync::LockGuard;
+
+use super::{Deferral, DispatchType, IoContext, Queue, QueueState};
+use crate::invoke;
+use crate::observe::CallbackKind;
+use crate::request::{Request, RequestType};
+
+/// What happened to the queue.
+pub(crate) enum Event {
+    /// A new request from the I/O manager.
+    Arrival(Request),
+    /// A request forwarded from another queue; refused (returned) if not accepting.
+    Forward(Request),
+    /// A driver-owned request was completed or left the queue.
+    Completed,
+    /// A request requeued to the head.
+    Requeue(Request),
+    /// Something else changed (a deferred pass, a start).
+    Kick,
+}
+
+type StateGuard<'a> = LockGuard<'a, QueueState, nt::sync::RawSpinLock>;
+
+impl Queue {
+    /// Runs one dispatch pass for `event` (see the module docs). Returns the request back only
+    /// for a refused forward.
+    pub(crate) fn dispatch_events(self: &Arc<Self>, event: Event) -> Result<(), Request> {
+        // The caller's own IRQL, before the object lock raises it.
+        let caller_irql = irql::current();
+        let mut st = self.state.lock();
+        let mut new = None;
+        match event {
+            Event::Arrival(r) => {
+                self.counters.arrived.fetch_add(1, Ordering::Relaxed);
+                if !st.accepting {
+                    drop(st);
+                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    r.complete_internal(NtStatus::INVALID_DEVICE_STATE);
+                    return Ok(());
+                }
+                new = Some(r);
+            }
+            Event::Forward(r) => {
+                if !st.accepting {
+                    return Err(r);
+                }
+                self.counters.arrived.fetch_add(1, Ordering::Relaxed);
+                new = Some(r);
+            }
+            Event::Completed => {
+                st.driver_io_count -= 1;
+                if st.dispatching > 0 {
+                    return Ok(()); // the thread in the loop will notice
+                }
+            }
+            Event::Requeue(r) => {
+                st.driver_io_count -= 1;
+                self.insert_pending(&mut st, r, true);
+                if st.dispatching > 0 {
+                    return Ok(());
+                }
+            }
+            Event::Kick => {}
+        }
+
+        // Deferral rule 1: a passive queue entered above PASSIVE_LEVEL.
+        if self.resolved.passive_callbacks && caller_irql > Irql::Passive {
+            self.counters.deferred_irql.fetch_add(1, Ordering::Relaxed);
+            return self.defer(st, new);
+        }
+        // Deferral rule 2: this thread already owns the queue's callback lock.
+        if self.lock.is_owned_by_current_thread() {
+            self.counters.deferred_lock.fetch_add(1, Ordering::Relaxed);
+            return self.defer(st, new);
+        }
+
+        st.dispatching += 1;
+        loop {
+            if !st.dispatching_enabled || self.config.dispatch_type == DispatchType::Manual {
+                break;
+            }
+            match self.config.dispatch_type {
+                DispatchType::Sequential if st.driver_io_count > 0 => break,
+                DispatchType::Parallel
+                    if self
+                        .config
+                        .parallel_limit
+                        .is_some_and(|l| st.driver_io_count >= l as usize) =>
+                {
+                    break;
+                }
+                _ => {}
+            }
+            let req = match st.pending.pop_front() {
+                Some(head) => {
+                    head.irp().clear_cancel_routine();
+                    if let Some(n) = new.take() {
+                        self.insert_pending(&mut st, n, false);
+                    }
+                    head
+                }
+                None => match new.take() {
+                    Some(n) => n,
+                    None => break,
+                },
+            };
+            st.driver_io_count += 1;
+            drop(st);
+            self.present(req);
+            st = self.state.lock();
+        }
+        if let Some(n) = new.take() {
+            self.insert_pending(&mut st, n, false);
+        }
+        st.dispatching -= 1;
+        Ok(())
+    }
+
+    /// Queues `new` (if any) and posts the deferred runner; at most one is queued at a time.
+    fn defer(
+        self: &Arc<Self>,
+        mut st: StateGuard<'_>,
+        new: Option<Request>,
+    ) -> Result<(), Request> {
+        if let Some(n) = new {
+            self.insert_pending(&mut st, n, false);
+        }
+        drop(st);
+        match &self.deferral {
+            Deferral::Dpc(d) => {
+                d.insert();
+            }
+            Deferral::WorkItem(w) => {
+                w.enqueue();
+            }
+        }
+        Ok(())
+    }
+
+    /// The deferred runner (a DPC or work item): one ordinary dispatch pass.
+    pub(super) fn run_deferred(self: &Arc<Self>) {
+        let _ = self.dispatch_events(Event::Kick);
+    }
+
+    /// Appends (or, for requeue, prepends) a request to the pending list and makes it
+    /// cancelable there. An already-cancelled request is completed with `STATUS_CANCELLED`.
+    fn insert_pending(self: &Arc<Self>, st: &mut QueueState, req: Request, front: bool) {
+        let weak = Arc::downgrade(self);
+        let id = req.id();
+        let routine = Box::new(move || {
+            if let Some(q) = weak.upgrade() {
+                q.cancel_pending(id);
+            }
+        });
+        if req.irp().set_cancel_routine(routine).is_err() {
+            // Completing the IRP wakes its client; it calls nothing back into this queue.
+            req.complete_internal(NtStatus::CANCELLED);
+            return;
+        }
+        if front {
+            st.pending.push_front(req);
+        } else {
+            st.pending.push_back(req);
+        }
+    }
+
+    /// The cancel routine of a queued request: if it is still queued, it leaves the queue and is
+    /// completed with `STATUS_CANCELLED`; if a dispatcher took it first, nothing happens.
+    fn cancel_pending(&self, id: u64) {
+        let found = {
+            let mut st = self.state.lock();
+            st.pending
+                .iter()
+                .position(|r| r.id() == id)
+                .and_then(|pos| st.pending.remove(pos))
+        };
+        if let Some(r) = found {
+            r.complete_internal(NtStatus::CANCELLED);
+        }
+    }
+
+    /// Presents one request to the driver (spec §5.6): typed handler, else `EvtIoDefault`, else
+    /// `STATUS_INVALID_DEVICE_REQUEST`; zero-length reads and writes are completed with success
+    /// unless the queue allows them.
+    fn present(self: &Arc<Self>, mut req: Request) {
+        req.driver_owned = true;
+        req.presented = true;
+        self.counters.presented.fetch_add(1, Ordering::Relaxed);
+        if self.is_zero_length(&req) {
+            req.complete(NtStatus::SUCCESS);
+            return;
+        }
+        let lock = self.resolved.serialized().then_some(&self.lock);
+        let id = Some(req.id());
+        let name = self.name();
+        let cfg = &self.config;
+        let kind = req.kind();
+        match kind {
+            RequestType::Read | RequestType::Write => {
+                let (handler, cb) = if kind == RequestType::Read {
+                    (cfg.read.as_ref(), CallbackKind::IoRead)
+                } else {
+                    (cfg.write.as_ref(), CallbackKind::IoWrite)
+                };
+                if let Some(h) = handler {
+                    let len = req.parameters().length;
+                    invoke::run(lock, cb, name, id, |token| {
+                        h(&mut IoContext { queue: self, token }, req, len)
+                    });
+                    return;
+                }
+            }
+            RequestType::DeviceControl | RequestType::InternalDeviceControl => {
+                let (handler, cb) = if kind == RequestType::DeviceControl {
+                    (cfg.device_control.as_ref(), CallbackKind::IoDeviceControl)
+                } else {
+                    (
+                        cfg.internal_device_control.as_ref(),
+                        CallbackKind::IoInternalDeviceControl,
+                    )
+                };
+                if let Some(h) = handler {
+                    let p = req.parameters();
+                    invoke::run(lock, cb, name, id, |token| {
+                        h(
+                            &mut IoContext { queue: self, token },
+                            req,
+                            p.output_length,
+                            p.input_length,
+                            p.ioctl_code,
+                        )
+                    });
+                    return;
+                }
+            }
+            _ => {}
+        }
+        match &cfg.default {
+            Some(h) => {
+                invoke::run(lock, CallbackKind::IoDefault, name, id, |token| {
+                    h(&mut IoContext { queue: self, token }, req)
+                });
+            }
+            None => req.complete(NtStatus::INVALID_DEVICE_REQUEST),
+        }
+    }
+}

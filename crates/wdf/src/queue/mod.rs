@@ -1,0 +1,562 @@
+//! I/O queues: where requests wait and how they are presented to the driver.
+//!
+//! ```
+//! use wdf::{Driver, DeviceInit, DispatchType, ObjectAttributes, QueueConfig};
+//! use nt::NtStatus;
+//!
+//! let kernel = nt::Kernel::builder().processors(1).workers(1).build();
+//! let driver = Driver::create(&kernel, ObjectAttributes::default()).unwrap();
+//! let device = driver.create_device(DeviceInit::new("queue-doc")).unwrap();
+//! let mut config = QueueConfig::new(DispatchType::Parallel);
+//! config.default_queue = true;
+//! config.io_read(|_cx, mut request, length| {
+//!     request.output_buffer(length).unwrap().fill(7);
+//!     request.complete_with_information(NtStatus::SUCCESS, length);
+//! });
+//! device.create_queue(config, ObjectAttributes::default()).unwrap();
+//!
+//! let handle = kernel.io().open("queue-doc").unwrap();
+//! let done = handle.read(0, 3);
+//! assert_eq!(done.status, NtStatus::SUCCESS);
+//! assert_eq!(done.data, vec![7, 7, 7]);
+//! ```
+
+mod dispatch;
+
+pub(crate) use dispatch::Event;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use nt::io::FileObject;
+use nt::sync::SpinLock;
+use nt::{Dpc, NtStatus, WorkItem};
+
+use crate::device::Device;
+use crate::object::{ObjectAttributes, ObjectHeader};
+use crate::request::{Request, RequestError, RequestType};
+use crate::sync::constraints::{self, LockOwner, ObjectKind, Resolved};
+use crate::sync::{CallbackLock, ScopeLocked, ScopeToken};
+use crate::verifier::{self, rules};
+
+/// How a queue presents requests. Equivalent to: `WDF_IO_QUEUE_DISPATCH_TYPE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DispatchType {
+    /// One driver-owned request at a time: the next is presented after the current one is
+    /// completed, forwarded or requeued.
+    Sequential,
+    /// As many as arrive, up to an optional limit of driver-owned requests.
+    Parallel,
+    /// Nothing is presented; the driver retrieves requests.
+    Manual,
+}
+
+/// What a serialized (or unserialized) queue callback receives besides the request.
+pub struct IoContext<'a> {
+    queue: &'a Arc<Queue>,
+    token: Option<&'a mut ScopeToken>,
+}
+
+impl<'a> IoContext<'a> {
+    /// The queue presenting the request.
+    pub fn queue(&self) -> &'a Arc<Queue> {
+        self.queue
+    }
+
+    /// Proof that the scope lock is held, to reach [`ScopeLocked`] data; `None` when the queue's
+    /// scope is None (the driver must use its own lock).
+    pub fn scope(&mut self) -> Option<&mut ScopeToken> {
+        self.token.as_deref_mut()
+    }
+}
+
+impl fmt::Debug for IoContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoContext")
+            .field("queue", &self.queue.name())
+            .field("locked", &self.token.is_some())
+            .finish()
+    }
+}
+
+/// `EvtIoRead` / `EvtIoWrite`: the request and its length.
+pub type IoLengthHandler = Box<dyn Fn(&mut IoContext<'_>, Request, usize) + Send + Sync>;
+/// `EvtIoDeviceControl` / `EvtIoInternalDeviceControl`: request, output length, input length, code.
+pub type IoControlHandler =
+    Box<dyn Fn(&mut IoContext<'_>, Request, usize, usize, u32) + Send + Sync>;
+/// `EvtIoDefault`: the request only.
+pub type IoDefaultHandler = Box<dyn Fn(&mut IoContext<'_>, Request) + Send + Sync>;
+
+/// A queue's configuration. Equivalent to: `WDF_IO_QUEUE_CONFIG`.
+pub struct QueueConfig {
+    /// How requests are presented.
+    pub dispatch_type: DispatchType,
+    /// Whether this is the device's default queue (receives every type without its own queue).
+    pub default_queue: bool,
+    /// Parallel queues only: the most driver-owned requests at once (`None`: unlimited).
+    pub parallel_limit: Option<u32>,
+    /// Present zero-length reads and writes instead of completing them with success.
+    pub allow_zero_length_requests: bool,
+    /// A name for traces and reports (default: `queue<N>`).
+    pub name: Option<String>,
+    pub(crate) read: Option<IoLengthHandler>,
+    pub(crate) write: Option<IoLengthHandler>,
+    pub(crate) device_control: Option<IoControlHandler>,
+    pub(crate) internal_device_control: Option<IoControlHandler>,
+    pub(crate) default: Option<IoDefaultHandler>,
+}
+
+impl QueueConfig {
+    /// A configuration with no handlers. Equivalent to: `WDF_IO_QUEUE_CONFIG_INIT`.
+    pub fn new(dispatch_type: DispatchType) -> Self {
+        QueueConfig {
+            dispatch_type,
+            default_queue: false,
+            parallel_limit: None,
+            allow_zero_length_requests: false,
+            name: None,
+            read: None,
+            write: None,
+            device_control: None,
+            internal_device_control: None,
+            default: None,
+        }
+    }
+
+    /// Registers `EvtIoRead`.
+    pub fn io_read(
+        &mut self,
+        f: impl Fn(&mut IoContext<'_>, Request, usize) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.read = Some(Box::new(f));
+        self
+    }
+
+    /// Registers `EvtIoWrite`.
+    pub fn io_write(
+        &mut self,
+        f: impl Fn(&mut IoContext<'_>, Request, usize) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.write = Some(Box::new(f));
+        self
+    }
+
+    /// Registers `EvtIoDeviceControl` (request, output length, input length, control code).
+    pub fn io_device_control(
+        &mut self,
+        f: impl Fn(&mut IoContext<'_>, Request, usize, usize, u32) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.device_control = Some(Box::new(f));
+        self
+    }
+
+    /// Registers `EvtIoInternalDeviceControl`.
+    pub fn io_internal_device_control(
+        &mut self,
+        f: impl Fn(&mut IoContext<'_>, Request, usize, usize, u32) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.internal_device_control = Some(Box::new(f));
+        self
+    }
+
+    /// Registers `EvtIoDefault` (any request type without its own handler).
+    pub fn io_default(
+        &mut self,
+        f: impl Fn(&mut IoContext<'_>, Request) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.default = Some(Box::new(f));
+        self
+    }
+
+    fn has_handlers(&self) -> bool {
+        self.read.is_some()
+            || self.write.is_some()
+            || self.device_control.is_some()
+            || self.internal_device_control.is_some()
+            || self.default.is_some()
+    }
+
+    /// Checks the configuration rules of `WdfIoQueueCreate` (spec §5.1).
+    pub(crate) fn validate(&self) -> Result<(), NtStatus> {
+        match self.dispatch_type {
+            DispatchType::Manual if self.has_handlers() => return Err(NtStatus::INVALID_PARAMETER),
+            DispatchType::Sequential | DispatchType::Parallel if !self.has_handlers() => {
+                return Err(NtStatus::WDF_NO_CALLBACK);
+            }
+            _ => {}
+        }
+        match (self.dispatch_type, self.parallel_limit) {
+            (DispatchType::Parallel, Some(0)) => Err(NtStatus::INVALID_PARAMETER),
+            (DispatchType::Sequential | DispatchType::Manual, Some(_)) => {
+                Err(NtStatus::INVALID_PARAMETER)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for QueueConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueConfig")
+            .field("dispatch_type", &self.dispatch_type)
+            .field("default_queue", &self.default_queue)
+            .field("parallel_limit", &self.parallel_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters kept by every queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Requests that arrived from the I/O manager or by forwarding.
+    pub arrived: u64,
+    /// Requests presented to a callback.
+    pub presented: u64,
+    /// Requests completed while owned by the driver.
+    pub completed: u64,
+    /// Dispatch passes deferred to a work item because the caller was above PASSIVE_LEVEL.
+    pub deferred_irql: u64,
+    /// Dispatch passes deferred because the thread already held the queue's callback lock.
+    pub deferred_lock: u64,
+    /// Requests failed at arrival because the queue was not accepting.
+    pub rejected: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    arrived: AtomicU64,
+    presented: AtomicU64,
+    completed: AtomicU64,
+    deferred_irql: AtomicU64,
+    deferred_lock: AtomicU64,
+    rejected: AtomicU64,
+}
+
+pub(crate) struct QueueState {
+    pending: VecDeque<Request>,
+    driver_io_count: usize,
+    dispatching: usize,
+    accepting: bool,
+    dispatching_enabled: bool,
+}
+
+/// How a deferred dispatch pass gets to run.
+enum Deferral {
+    /// A DPC (dispatch-level queues, lock-ownership deferral).
+    Dpc(Dpc),
+    /// A system work item (passive-level queues).
+    WorkItem(WorkItem),
+}
+
+/// An I/O queue. Equivalent to: `WDFQUEUE` / `FxIoQueue`.
+pub struct Queue {
+    header: Arc<ObjectHeader>,
+    device: Weak<Device>,
+    pub(crate) device_id: u64,
+    config: QueueConfig,
+    resolved: Resolved,
+    /// The queue's callback lock: its own, or the device's under Device scope. Every queue has
+    /// one (`WdfObjectAcquireLock` works even with scope None).
+    lock: CallbackLock,
+    state: SpinLock<QueueState>,
+    deferral: Deferral,
+    counters: Counters,
+}
+
+static NEXT_QUEUE: AtomicU64 = AtomicU64::new(0);
+
+impl Queue {
+    pub(crate) fn create(
+        device: &Arc<Device>,
+        config: QueueConfig,
+        attrs: ObjectAttributes,
+    ) -> Result<Arc<Queue>, NtStatus> {
+        constraints::validate_attributes(ObjectKind::Queue, &attrs)?;
+        config.validate()?;
+        let resolved = constraints::resolve_queue(device.constraints(), &attrs)?;
+        let name = config
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("queue{}", NEXT_QUEUE.fetch_add(1, Ordering::Relaxed)));
+        let lock = match resolved.lock {
+            LockOwner::Device => device.callback_lock().clone(),
+            _ => CallbackLock::new(resolved.lock_flavour, "queue"),
+        };
+        let header = ObjectHeader::new("queue", name, attrs.cleanup);
+        let kernel = device.kernel().clone();
+        let passive = resolved.passive_callbacks;
+        let queue = Arc::new_cyclic(|weak: &Weak<Queue>| {
+            let w = weak.clone();
+            let run = move || {
+                if let Some(q) = w.upgrade() {
+                    q.run_deferred();
+                }
+            };
+            let deferral = if passive {
+                Deferral::WorkItem(WorkItem::new(&kernel, "queue deferred dispatch", run))
+            } else {
+                Deferral::Dpc(Dpc::new(&kernel, "queue deferred dispatch", run))
+            };
+            Queue {
+                header,
+                device: Arc::downgrade(device),
+                device_id: device.id(),
+                config,
+                resolved,
+                lock,
+                state: SpinLock::named(
+                    "queue object lock",
+                    QueueState {
+                        pending: VecDeque::new(),
+                        driver_io_count: 0,
+                        dispatching: 0,
+                        accepting: true,
+                        dispatching_enabled: true,
+                    },
+                ),
+                deferral,
+                counters: Counters::default(),
+            }
+        });
+        device.header().add_child(queue.header.clone());
+        Ok(queue)
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        self.header.name()
+    }
+
+    /// The object header (contexts, state).
+    pub fn header(&self) -> &Arc<ObjectHeader> {
+        &self.header
+    }
+
+    /// The device the queue belongs to (`None` once the device is gone).
+    pub fn device(&self) -> Option<Arc<Device>> {
+        self.device.upgrade()
+    }
+
+    /// The dispatch type.
+    pub fn dispatch_type(&self) -> DispatchType {
+        self.config.dispatch_type
+    }
+
+    /// Whether this is its device's default queue.
+    pub fn is_default_queue(&self) -> bool {
+        self.config.default_queue
+    }
+
+    /// The resolved constraints (level, scope, lock).
+    pub fn constraints(&self) -> &Resolved {
+        &self.resolved
+    }
+
+    /// The queue's callback lock (the device's under Device scope).
+    pub fn callback_lock(&self) -> &CallbackLock {
+        &self.lock
+    }
+
+    /// Data protected by this queue's scope lock (the device's under Device scope).
+    pub fn scope_locked<T>(&self, value: T) -> ScopeLocked<T> {
+        ScopeLocked::new(&self.lock, value)
+    }
+
+    /// Acquires the queue's callback lock from code outside its callbacks. Re-acquiring it on
+    /// the thread that holds it (e.g. inside a serialized callback) is the fatal
+    /// `WDF_RECURSIVE_LOCK`. Equivalent to: `WdfObjectAcquireLock(queue)`; dropping the token is
+    /// `WdfObjectReleaseLock`.
+    pub fn acquire_lock(&self) -> ScopeToken {
+        ScopeToken::acquire(&self.lock)
+    }
+
+    /// The queue's counters.
+    pub fn stats(&self) -> QueueStats {
+        let c = &self.counters;
+        QueueStats {
+            arrived: c.arrived.load(Ordering::Relaxed),
+            presented: c.presented.load(Ordering::Relaxed),
+            completed: c.completed.load(Ordering::Relaxed),
+            deferred_irql: c.deferred_irql.load(Ordering::Relaxed),
+            deferred_lock: c.deferred_lock.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Requests waiting in the queue (not driver-owned).
+    pub fn pending_count(&self) -> usize {
+        self.state.lock().pending.len()
+    }
+
+    /// Requests currently owned by the driver.
+    pub fn driver_owned_count(&self) -> usize {
+        self.state.lock().driver_io_count
+    }
+
+    /// Takes the request at the head of a manual (or sequential) queue.
+    /// Parallel queues: `STATUS_INVALID_DEVICE_STATE`; stopped: `STATUS_WDF_PAUSED`; empty:
+    /// `STATUS_NO_MORE_ENTRIES`. Equivalent to: `WdfIoQueueRetrieveNextRequest`.
+    pub fn retrieve_next_request(self: &Arc<Self>) -> Result<Request, NtStatus> {
+        self.retrieve(|_| true)
+    }
+
+    /// Takes the first queued request sent on `file`.
+    /// Equivalent to: `WdfIoQueueRetrieveRequestByFileObject`.
+    pub fn retrieve_request_by_file_object(
+        self: &Arc<Self>,
+        file: &FileObject,
+    ) -> Result<Request, NtStatus> {
+        let id = file.id();
+        self.retrieve(move |r| r.file_object().id() == id)
+    }
+
+    /// Takes the first queued request matching `predicate` (a manual queue's find-and-retrieve).
+    /// No match: `STATUS_NOT_FOUND`. Equivalent to: `WdfIoQueueFindRequest` +
+    /// `WdfIoQueueRetrieveFoundRequest`.
+    pub fn retrieve_matching(
+        self: &Arc<Self>,
+        predicate: impl Fn(&crate::request::RequestParameters) -> bool,
+    ) -> Result<Request, NtStatus> {
+        match self.retrieve(|r| predicate(&r.parameters())) {
+            Err(NtStatus::NO_MORE_ENTRIES) => Err(NtStatus::NOT_FOUND),
+            other => other,
+        }
+    }
+
+    fn retrieve(self: &Arc<Self>, matches: impl Fn(&Request) -> bool) -> Result<Request, NtStatus> {
+        if self.config.dispatch_type == DispatchType::Parallel {
+            return Err(NtStatus::INVALID_DEVICE_STATE);
+        }
+        loop {
+            let mut req = {
+                let mut st = self.state.lock();
+                if !st.dispatching_enabled {
+                    return Err(NtStatus::WDF_PAUSED);
+                }
+                let Some(pos) = st.pending.iter().position(&matches) else {
+                    return Err(NtStatus::NO_MORE_ENTRIES);
+                };
+                let req = st.pending.remove(pos).expect("position is in range");
+                req.irp().clear_cancel_routine();
+                st.driver_io_count += 1;
+                req
+            };
+            req.driver_owned = true;
+            req.presented = true;
+            self.counters.presented.fetch_add(1, Ordering::Relaxed);
+            if self.is_zero_length(&req) {
+                req.complete(NtStatus::SUCCESS);
+                continue;
+            }
+            return Ok(req);
+        }
+    }
+
+    /// Forwards a driver-owned request to `dest` (see [`Request::forward`]).
+    pub(crate) fn forward(mut request: Request, dest: &Arc<Queue>) -> Result<(), RequestError> {
+        let source = request.queue().clone();
+        if Arc::ptr_eq(&source, dest) || source.device_id != dest.device_id || !request.driver_owned
+        {
+            verifier::report(
+                &rules::REQUEST_MISUSE,
+                format_args!(
+                    "forward of request {} from {} to {}",
+                    request.id(),
+                    source.name(),
+                    dest.name()
+                ),
+            );
+            return Err(RequestError {
+                status: NtStatus::INVALID_DEVICE_REQUEST,
+                request,
+            });
+        }
+        request.driver_owned = false;
+        request.set_queue(dest.clone());
+        match dest.dispatch_events(Event::Forward(request)) {
+            Ok(()) => {
+                source.request_completed_without_count();
+                Ok(())
+            }
+            Err(mut request) => {
+                request.set_queue(source);
+                request.driver_owned = true;
+                Err(RequestError {
+                    status: NtStatus::WDF_BUSY,
+                    request,
+                })
+            }
+        }
+    }
+
+    /// Requeues a driver-owned request at the head of its manual queue.
+    pub(crate) fn requeue(mut request: Request) -> Result<(), RequestError> {
+        let queue = request.queue().clone();
+        if queue.config.dispatch_type != DispatchType::Manual || !request.driver_owned {
+            verifier::report(
+                &rules::REQUEST_MISUSE,
+                format_args!(
+                    "requeue of request {} on non-manual queue {}",
+                    request.id(),
+                    queue.name()
+                ),
+            );
+            return Err(RequestError {
+                status: NtStatus::INVALID_DEVICE_REQUEST,
+                request,
+            });
+        }
+        request.driver_owned = false;
+        let _ = queue.dispatch_events(Event::Requeue(request));
+        Ok(())
+    }
+
+    /// Called when a driver-owned request of this queue is completed.
+    #[inline]
+    pub(crate) fn request_completed(self: &Arc<Self>) {
+        self.counters.completed.fetch_add(1, Ordering::Relaxed);
+        let _ = self.dispatch_events(Event::Completed);
+    }
+
+    /// A driver-owned request left for another queue: same bookkeeping, not counted completed.
+    fn request_completed_without_count(self: &Arc<Self>) {
+        let _ = self.dispatch_events(Event::Completed);
+    }
+
+    /// Cancels every queued request sent on `file` (file cleanup). Equivalent to:
+    /// `FxIoQueue::FlushByFileObject`.
+    pub(crate) fn flush_by_file_object(&self, file: &FileObject) {
+        let id = file.id();
+        let cancelled: Vec<Request> = {
+            let mut st = self.state.lock();
+            let (keep, go): (VecDeque<_>, VecDeque<_>) = st
+                .pending
+                .drain(..)
+                .partition(|r| r.file_object().id() != id);
+            st.pending = keep;
+            go.into_iter().collect()
+        };
+        for r in cancelled {
+            r.irp().clear_cancel_routine();
+            r.complete_internal(NtStatus::CANCELLED);
+        }
+    }
+
+    fn is_zero_length(&self, req: &Request) -> bool {
+        !self.config.allow_zero_length_requests
+            && matches!(req.kind(), RequestType::Read | RequestType::Write)
+            && req.parameters().length == 0
+    }
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.name())
+            .field("dispatch_type", &self.config.dispatch_type)
+            .field("constraints", &self.resolved)
+            .finish()
+    }
+}

@@ -1,0 +1,372 @@
+//! Constraint resolution: the one place where "inherit from parent" is resolved, the lock
+//! flavour is chosen, and invalid combinations are rejected.
+//!
+//! Each function takes the parent's resolved constraints and the object's attributes and returns
+//! a plain [`Resolved`] value (or the WDF status of the rule broken). Object creation calls these
+//! functions and nothing else decides; `wdfkit explain` prints the same values.
+//!
+//! | Object | Level when inherited | Scope when inherited | Source (spec §1.4) |
+//! |---|---|---|---|
+//! | driver | Dispatch | None | `FxDriver::ConfigureConstraints` |
+//! | device | driver's | driver's | `FxDeviceBase::ConfigureConstraints` |
+//! | queue | **device's** (never the parent object's) | device's | `FxIoQueue::ConfigureConstraints` |
+//! | file object, no attributes | Passive | None | `FxPkgGeneral::ConfigureConstraints` |
+//! | file object, attributes | device's | device's | same |
+//!
+//! ```
+//! use wdf::sync::constraints::*;
+//! use wdf::{ExecutionLevel, SyncScope, ObjectAttributes};
+//! let driver = resolve_driver(&ObjectAttributes::default()).unwrap();
+//! let device = resolve_device(&driver, &ObjectAttributes::scope(SyncScope::Device)).unwrap();
+//! let queue = resolve_queue(&device, &ObjectAttributes::default()).unwrap();
+//! assert_eq!(queue.execution_level, ExecutionLevel::Dispatch);
+//! assert_eq!(queue.sync_scope, SyncScope::Device);
+//! assert_eq!(queue.lock, LockOwner::Device); // shares the device's spin lock
+//! let bad = resolve_queue(&device, &ObjectAttributes::level(ExecutionLevel::Passive)
+//!     .with_scope(SyncScope::Device));
+//! assert_eq!(bad.unwrap_err(), nt::NtStatus::INVALID_PARAMETER);
+//! ```
+
+use std::fmt;
+
+use nt::NtStatus;
+use nt::sync::LockFlavour;
+
+use crate::object::ObjectAttributes;
+
+/// Which callbacks the framework serializes, and with whose lock.
+///
+/// Equivalent to: `WDF_SYNCHRONIZATION_SCOPE`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SyncScope {
+    /// Take the parent's resolved scope (the default for devices and queues).
+    #[default]
+    InheritFromParent,
+    /// One lock per device, shared by all its queues (and file objects, auto-serialized objects).
+    Device,
+    /// One lock per queue.
+    Queue,
+    /// No framework serialization: the driver brings its own locks.
+    None,
+}
+
+/// The IRQL a object's callbacks run at, and so the flavour of its callback lock.
+///
+/// Equivalent to: `WDF_EXECUTION_LEVEL`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ExecutionLevel {
+    /// Take the parent's resolved level.
+    #[default]
+    InheritFromParent,
+    /// Callbacks run at PASSIVE_LEVEL (mutex-flavour lock; arrivals at DISPATCH_LEVEL are
+    /// deferred to a work item).
+    Passive,
+    /// Callbacks may run at DISPATCH_LEVEL (spin-flavour lock).
+    Dispatch,
+}
+
+impl fmt::Display for SyncScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SyncScope::InheritFromParent => "inherit",
+            SyncScope::Device => "device",
+            SyncScope::Queue => "queue",
+            SyncScope::None => "none",
+        })
+    }
+}
+
+impl fmt::Display for ExecutionLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExecutionLevel::InheritFromParent => "inherit",
+            ExecutionLevel::Passive => "passive",
+            ExecutionLevel::Dispatch => "dispatch",
+        })
+    }
+}
+
+/// Whose callback lock an object's callbacks take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockOwner {
+    /// No lock is taken around callbacks.
+    Nothing,
+    /// The device's lock.
+    Device,
+    /// The object's own lock (a queue with Queue scope).
+    Own,
+}
+
+/// The resolved constraints of one object: what `wdfkit explain` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Resolved {
+    /// Passive or Dispatch (never Inherit).
+    pub execution_level: ExecutionLevel,
+    /// Device, Queue or None (never Inherit).
+    pub sync_scope: SyncScope,
+    /// Flavour of the object's callback lock (every device and queue has one, used or not).
+    pub lock_flavour: LockFlavour,
+    /// Whose lock the framework takes around the object's callbacks.
+    pub lock: LockOwner,
+    /// Whether the object's callbacks must run at PASSIVE_LEVEL (the "passive callbacks" flag
+    /// auto-serialized children are checked against).
+    pub passive_callbacks: bool,
+}
+
+impl Resolved {
+    /// Whether the framework serializes this object's callbacks.
+    pub fn serialized(&self) -> bool {
+        self.lock != LockOwner::Nothing
+    }
+}
+
+fn flavour(level: ExecutionLevel) -> LockFlavour {
+    if level == ExecutionLevel::Passive {
+        LockFlavour::Passive
+    } else {
+        LockFlavour::Spin
+    }
+}
+
+/// Resolves the driver object: defaults Dispatch (KMDF) and None.
+pub fn resolve_driver(attrs: &ObjectAttributes) -> Result<Resolved, NtStatus> {
+    let level = match attrs.execution_level {
+        ExecutionLevel::InheritFromParent => ExecutionLevel::Dispatch,
+        l => l,
+    };
+    let scope = match attrs.sync_scope {
+        SyncScope::InheritFromParent => SyncScope::None,
+        s => s,
+    };
+    Ok(Resolved {
+        execution_level: level,
+        sync_scope: scope,
+        lock_flavour: LockFlavour::Passive, // the driver's private lock is always a mutex
+        lock: if matches!(scope, SyncScope::Device | SyncScope::Queue) {
+            LockOwner::Own
+        } else {
+            LockOwner::Nothing
+        },
+        passive_callbacks: true,
+    })
+}
+
+/// Resolves a device: inherits from the driver.
+///
+/// The device's callback lock is always allocated (mutex if Passive, spin otherwise). Its
+/// passive-callbacks flag follows the resolved level (spec §4.6 records that WDF sets it only for
+/// an explicit Passive attribute; wdfkit deliberately uses the resolved level, closing that gap).
+pub fn resolve_device(driver: &Resolved, attrs: &ObjectAttributes) -> Result<Resolved, NtStatus> {
+    let level = match attrs.execution_level {
+        ExecutionLevel::InheritFromParent => driver.execution_level,
+        l => l,
+    };
+    let scope = match attrs.sync_scope {
+        SyncScope::InheritFromParent => driver.sync_scope,
+        s => s,
+    };
+    Ok(Resolved {
+        execution_level: level,
+        sync_scope: scope,
+        lock_flavour: flavour(level),
+        lock: LockOwner::Own,
+        passive_callbacks: level == ExecutionLevel::Passive,
+    })
+}
+
+/// Resolves a queue: inherits from its **device**, whatever its parent object is.
+///
+/// Device scope with a level different from the device's: `STATUS_INVALID_PARAMETER`.
+/// A queue may pick Device scope when the device's own scope is None or Queue (it shares the
+/// device lock), and Queue scope under a Device-scope device.
+pub fn resolve_queue(device: &Resolved, attrs: &ObjectAttributes) -> Result<Resolved, NtStatus> {
+    let level = match attrs.execution_level {
+        ExecutionLevel::InheritFromParent => device.execution_level,
+        l => l,
+    };
+    let scope = match attrs.sync_scope {
+        SyncScope::InheritFromParent => device.sync_scope,
+        s => s,
+    };
+    let lock = match scope {
+        SyncScope::Device => {
+            if level != device.execution_level {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+            LockOwner::Device
+        }
+        SyncScope::Queue => LockOwner::Own,
+        _ => LockOwner::Nothing,
+    };
+    Ok(Resolved {
+        execution_level: level,
+        sync_scope: scope,
+        lock_flavour: if lock == LockOwner::Device {
+            device.lock_flavour
+        } else {
+            flavour(level)
+        },
+        lock,
+        passive_callbacks: level == ExecutionLevel::Passive,
+    })
+}
+
+/// Resolves a device's file-object callbacks (create/cleanup/close).
+///
+/// No attributes: Passive and None. With attributes: inherit from the device; Queue scope is
+/// rejected, and Device scope on a device that is not Passive is rejected, both with
+/// `STATUS_INVALID_DEVICE_REQUEST` (at device creation).
+pub fn resolve_file_object(
+    device: &Resolved,
+    attrs: Option<&ObjectAttributes>,
+) -> Result<Resolved, NtStatus> {
+    let Some(attrs) = attrs else {
+        return Ok(Resolved {
+            execution_level: ExecutionLevel::Passive,
+            sync_scope: SyncScope::None,
+            lock_flavour: LockFlavour::Passive,
+            lock: LockOwner::Nothing,
+            passive_callbacks: true,
+        });
+    };
+    let level = match attrs.execution_level {
+        ExecutionLevel::InheritFromParent => device.execution_level,
+        l => l,
+    };
+    let scope = match attrs.sync_scope {
+        SyncScope::InheritFromParent => device.sync_scope,
+        s => s,
+    };
+    let lock = match scope {
+        SyncScope::Queue => return Err(NtStatus::INVALID_DEVICE_REQUEST),
+        SyncScope::Device => {
+            if device.execution_level != ExecutionLevel::Passive {
+                return Err(NtStatus::INVALID_DEVICE_REQUEST);
+            }
+            LockOwner::Device
+        }
+        _ => LockOwner::Nothing,
+    };
+    Ok(Resolved {
+        execution_level: level,
+        sync_scope: scope,
+        lock_flavour: device.lock_flavour,
+        lock,
+        passive_callbacks: level == ExecutionLevel::Passive,
+    })
+}
+
+/// Kinds of objects that carry attributes, for attribute validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// `WDFDRIVER`.
+    Driver,
+    /// `WDFDEVICE`.
+    Device,
+    /// `WDFQUEUE`.
+    Queue,
+    /// File-object configuration.
+    FileObject,
+    /// `WDFREQUEST`.
+    Request,
+    /// `WDFTIMER`.
+    Timer,
+    /// `WDFDPC`.
+    Dpc,
+    /// `WDFWORKITEM`.
+    WorkItem,
+}
+
+/// Checks that an object of `kind` accepts the scope and level in `attrs` (spec §1.1).
+///
+/// A scope on an object that takes none (anything but Inherit/None):
+/// `STATUS_WDF_SYNCHRONIZATION_SCOPE_INVALID`; a level on an object that takes none:
+/// `STATUS_WDF_EXECUTION_LEVEL_INVALID`.
+pub fn validate_attributes(kind: ObjectKind, attrs: &ObjectAttributes) -> Result<(), NtStatus> {
+    let takes_scope = matches!(
+        kind,
+        ObjectKind::Driver | ObjectKind::Device | ObjectKind::Queue | ObjectKind::FileObject
+    );
+    let takes_level = matches!(
+        kind,
+        ObjectKind::Driver
+            | ObjectKind::Device
+            | ObjectKind::Queue
+            | ObjectKind::FileObject
+            | ObjectKind::Timer
+    );
+    if !takes_scope
+        && !matches!(
+            attrs.sync_scope,
+            SyncScope::InheritFromParent | SyncScope::None
+        )
+    {
+        return Err(NtStatus::WDF_SYNCHRONIZATION_SCOPE_INVALID);
+    }
+    if !takes_level && attrs.execution_level != ExecutionLevel::InheritFromParent {
+        return Err(NtStatus::WDF_EXECUTION_LEVEL_INVALID);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(level: ExecutionLevel, scope: SyncScope) -> ObjectAttributes {
+        ObjectAttributes::level(level).with_scope(scope)
+    }
+
+    #[test]
+    fn driver_defaults_are_dispatch_and_none() {
+        let d = resolve_driver(&ObjectAttributes::default()).unwrap();
+        assert_eq!(
+            (d.execution_level, d.sync_scope),
+            (ExecutionLevel::Dispatch, SyncScope::None)
+        );
+    }
+
+    #[test]
+    fn queue_inherits_from_device_not_driver() {
+        let drv = resolve_driver(&attrs(ExecutionLevel::Dispatch, SyncScope::None)).unwrap();
+        let dev = resolve_device(&drv, &attrs(ExecutionLevel::Passive, SyncScope::Queue)).unwrap();
+        let q = resolve_queue(&dev, &ObjectAttributes::default()).unwrap();
+        assert_eq!(q.execution_level, ExecutionLevel::Passive);
+        assert_eq!(q.sync_scope, SyncScope::Queue);
+        assert_eq!(q.lock, LockOwner::Own);
+        assert_eq!(q.lock_flavour, LockFlavour::Passive);
+    }
+
+    #[test]
+    fn scope_none_queue_still_has_a_lock_flavour_but_takes_no_lock() {
+        let drv = resolve_driver(&ObjectAttributes::default()).unwrap();
+        let dev = resolve_device(&drv, &ObjectAttributes::default()).unwrap();
+        let q = resolve_queue(&dev, &ObjectAttributes::default()).unwrap();
+        assert_eq!(q.lock, LockOwner::Nothing);
+        assert!(!q.serialized());
+        assert_eq!(q.lock_flavour, LockFlavour::Spin);
+    }
+
+    #[test]
+    fn attribute_validation_per_kind() {
+        let scoped = ObjectAttributes::scope(SyncScope::Device);
+        assert_eq!(
+            validate_attributes(ObjectKind::Timer, &scoped),
+            Err(NtStatus::WDF_SYNCHRONIZATION_SCOPE_INVALID)
+        );
+        assert_eq!(
+            validate_attributes(ObjectKind::Timer, &ObjectAttributes::scope(SyncScope::None)),
+            Ok(())
+        );
+        let leveled = ObjectAttributes::level(ExecutionLevel::Passive);
+        assert_eq!(validate_attributes(ObjectKind::Timer, &leveled), Ok(()));
+        assert_eq!(
+            validate_attributes(ObjectKind::WorkItem, &leveled),
+            Err(NtStatus::WDF_EXECUTION_LEVEL_INVALID)
+        );
+        assert_eq!(
+            validate_attributes(ObjectKind::Request, &leveled),
+            Err(NtStatus::WDF_EXECUTION_LEVEL_INVALID)
+        );
+    }
+}

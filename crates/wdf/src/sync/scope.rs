@@ -1,0 +1,95 @@
+//! Evidence that a scope lock is held, and data that requires it.
+//!
+//! A serialized callback receives a [`ScopeToken`] (through
+//! [`IoContext::scope`](crate::IoContext::scope)); so does code that calls
+//! [`acquire_lock`](crate::Device::acquire_lock). Data declared as [`ScopeLocked<T>`] is
+//! reachable only through a token of *its* lock: the compiler checks that a token is held, a
+//! pointer comparison checks that it is the right one. A queue with scope None gets no token,
+//! so its callbacks cannot touch scope-protected data at all; they must use their own lock
+//! (an `nt::sync::SpinLock` in the device context), which is the articles' manual alternative.
+//!
+//! ```
+//! use wdf::{Driver, DeviceInit, ObjectAttributes, SyncScope, ScopeLocked};
+//! let kernel = nt::Kernel::builder().processors(1).workers(1).build();
+//! let driver = Driver::create(&kernel, ObjectAttributes::default()).unwrap();
+//! let mut init = DeviceInit::new("scope-doc");
+//! init.attributes(ObjectAttributes::scope(SyncScope::Device));
+//! let device = driver.create_device(init).unwrap();
+//! let total: ScopeLocked<u64> = device.scope_locked(0);
+//! {
+//!     let mut token = device.acquire_lock().unwrap(); // WdfObjectAcquireLock
+//!     *total.get(&mut token) += 1;
+//! }
+//! assert_eq!(*total.get(&mut device.acquire_lock().unwrap()), 1);
+//! ```
+
+use std::fmt;
+
+use nt::NtStatus;
+use nt::sync::{ArcLockGuard, LockedBy, RawDynLock};
+
+use super::callback_lock::CallbackLock;
+
+/// Proof that the calling thread holds a particular callback lock; `!Send`, lent to callbacks.
+///
+/// Dropping a token obtained from `acquire_lock` releases the lock (`WdfObjectReleaseLock`).
+pub struct ScopeToken {
+    guard: ArcLockGuard<(), RawDynLock>,
+}
+
+impl ScopeToken {
+    pub(crate) fn acquire(lock: &CallbackLock) -> ScopeToken {
+        ScopeToken {
+            guard: lock.acquire(),
+        }
+    }
+}
+
+impl fmt::Debug for ScopeToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopeToken").finish_non_exhaustive()
+    }
+}
+
+/// Data protected by a device's or queue's callback lock (its synchronization scope).
+pub struct ScopeLocked<T> {
+    inner: LockedBy<T, RawDynLock>,
+}
+
+impl<T> ScopeLocked<T> {
+    pub(crate) fn new(lock: &CallbackLock, value: T) -> Self {
+        ScopeLocked {
+            inner: LockedBy::new(lock.inner(), value),
+        }
+    }
+
+    /// The data, for as long as the token is borrowed.
+    ///
+    /// # Panics
+    /// If the token is for a different lock (a programming error, like touching device data from
+    /// a Queue-scope callback). Use [`ScopeLocked::try_get`] to get a status instead.
+    pub fn get<'a>(&'a self, token: &'a mut ScopeToken) -> &'a mut T {
+        self.inner.access_mut(&mut token.guard)
+    }
+
+    /// Like [`ScopeLocked::get`], but a token of the wrong lock gives
+    /// `STATUS_INVALID_DEVICE_REQUEST` instead of a panic.
+    pub fn try_get<'a>(&'a self, token: &'a mut ScopeToken) -> Result<&'a mut T, NtStatus> {
+        if self.inner.is_owned_by(&token.guard) {
+            Ok(self.inner.access_mut(&mut token.guard))
+        } else {
+            Err(NtStatus::INVALID_DEVICE_REQUEST)
+        }
+    }
+
+    /// Consumes the container, returning the data.
+    pub fn into_inner(self) -> T {
+        self.inner.into_inner()
+    }
+}
+
+impl<T> fmt::Debug for ScopeLocked<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopeLocked").finish_non_exhaustive()
+    }
+}
