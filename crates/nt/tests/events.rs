@@ -132,3 +132,15 @@ fn wait_at_dispatch_reports_blocking_wait_above_passive() {
     drop(dispatch);
     assert_eq!(verifier::count(&rules::BLOCKING_WAIT_ABOVE_PASSIVE), 1);
 }
+
+#[test]
+fn wait_timeout_with_an_unbounded_timeout_waits_until_signalled() {
+    let ev = Arc::new(Event::new(EventKind::Synchronization, true));
+    assert!(ev.wait_timeout(Duration::MAX));
+    let setter = {
+        let ev = ev.clone();
+        std::thread::spawn(move || ev.set())
+    };
+    assert!(ev.wait_timeout(Duration::MAX));
+    setter.join().unwrap();
+}

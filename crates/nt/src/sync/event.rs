@@ -98,11 +98,17 @@ impl Event {
                 "Event::wait_timeout",
             );
         }
-        let deadline = std::time::Instant::now() + timeout;
+        // A timeout too long to be a deadline (`Duration::MAX`) means "no timeout".
+        let deadline = std::time::Instant::now().checked_add(timeout);
         let mut s = self.signaled.lock();
         while !*s {
-            if self.cv.wait_until(&mut s, deadline).timed_out() {
-                break;
+            match deadline {
+                Some(deadline) => {
+                    if self.cv.wait_until(&mut s, deadline).timed_out() {
+                        break;
+                    }
+                }
+                None => self.cv.wait(&mut s),
             }
         }
         let was = *s;
