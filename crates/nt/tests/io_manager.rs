@@ -631,6 +631,18 @@ fn wait_timeout_hands_back_a_request_that_is_still_pending() {
 }
 
 #[test]
+fn wait_timeout_with_an_unbounded_timeout_waits_for_completion() {
+    let io = IoManager::new();
+    io.create_device("mem", MemDevice::new()).unwrap();
+    let h = io.open("mem").unwrap();
+    let c = h
+        .submit(IoOp::Flush)
+        .wait_timeout(Duration::MAX)
+        .expect("completed");
+    assert_eq!(c.status, NtStatus::SUCCESS);
+}
+
+#[test]
 fn pending_io_is_a_future_that_wakes_its_waker_on_completion() {
     let io = IoManager::new();
     let dev = ParkingDevice::new(None);

@@ -485,15 +485,21 @@ impl PendingIo {
             &rules::BLOCKING_WAIT_ABOVE_PASSIVE,
             "PendingIo::wait_timeout",
         );
-        let deadline = std::time::Instant::now() + timeout;
+        // A timeout too long to be a deadline (`Duration::MAX`) means "no timeout".
+        let deadline = std::time::Instant::now().checked_add(timeout);
         {
             let mut slot = self.shared.slot.lock();
             loop {
                 if let Some(c) = slot.result.take() {
                     return Ok(c);
                 }
-                if self.shared.cv.wait_until(&mut slot, deadline).timed_out() {
-                    break;
+                match deadline {
+                    Some(deadline) => {
+                        if self.shared.cv.wait_until(&mut slot, deadline).timed_out() {
+                            break;
+                        }
+                    }
+                    None => self.shared.cv.wait(&mut slot),
                 }
             }
         }
