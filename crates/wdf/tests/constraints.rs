@@ -127,11 +127,8 @@ fn device_scope_queue_with_a_different_level_is_invalid_parameter() {
         .unwrap_err();
     assert_eq!(err, NtStatus::INVALID_PARAMETER);
     // Same level as the device: fine.
-    dev.create_queue(
-        parallel(),
-        ObjectAttributes::level(ExecutionLevel::Passive),
-    )
-    .unwrap();
+    dev.create_queue(parallel(), ObjectAttributes::level(ExecutionLevel::Passive))
+        .unwrap();
 }
 
 #[test]
@@ -184,7 +181,11 @@ fn device_or_driver_queue_scope_gives_each_queue_its_own_lock() {
 
     // Driver with Queue scope: the device inherits it, and so do its queues.
     let qdriver = Driver::create(&kernel, ObjectAttributes::scope(SyncScope::Queue)).unwrap();
-    let dev = device(&qdriver, "cons-driver-queue-scope", ObjectAttributes::default());
+    let dev = device(
+        &qdriver,
+        "cons-driver-queue-scope",
+        ObjectAttributes::default(),
+    );
     assert_eq!(dev.constraints().sync_scope, SyncScope::Queue);
     let c = dev
         .create_queue(parallel(), ObjectAttributes::default())
@@ -197,7 +198,11 @@ fn device_or_driver_queue_scope_gives_each_queue_its_own_lock() {
 fn device_scope_queue_under_a_scope_none_device_shares_the_device_lock() {
     let kernel = kernel();
     let driver = driver(&kernel);
-    let dev = device(&driver, "cons-device-queue-on-none", ObjectAttributes::default());
+    let dev = device(
+        &driver,
+        "cons-device-queue-on-none",
+        ObjectAttributes::default(),
+    );
     assert_eq!(dev.constraints().sync_scope, SyncScope::None);
     let q = dev
         .create_queue(parallel(), ObjectAttributes::scope(SyncScope::Device))

@@ -51,7 +51,11 @@ fn spin_flavour_serialized_callbacks_run_at_dispatch_level() {
             vec![(Irql::Dispatch, Irql::Passive)],
             "{scope:?} scope, Dispatch level: the spin lock raises a PASSIVE arrival to DISPATCH_LEVEL"
         );
-        assert_eq!(irql::current(), Irql::Passive, "the client's IRQL is restored");
+        assert_eq!(
+            irql::current(),
+            Irql::Passive,
+            "the client's IRQL is restored"
+        );
     }
 }
 

@@ -89,7 +89,9 @@ fn setup_on(
             req.complete_with_information(NtStatus::SUCCESS, 0);
         }
     });
-    let source = device.create_queue(src, ObjectAttributes::default()).unwrap();
+    let source = device
+        .create_queue(src, ObjectAttributes::default())
+        .unwrap();
 
     let mut dst = QueueConfig::new(DispatchType::Parallel);
     dst.name = Some(format!("{name}-dest"));
@@ -150,7 +152,10 @@ fn forward_to_a_queue_sharing_the_device_lock_is_deferred_to_a_dpc() {
     );
     let seen = s.dest_seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
-    assert!(!seen[0].nested, "no recursion into the destination's callback");
+    assert!(
+        !seen[0].nested,
+        "no recursion into the destination's callback"
+    );
     assert!(
         seen[0].thread.starts_with("nt-dpc"),
         "a dispatch-level queue defers to its DPC; ran on {:?}",
@@ -159,7 +164,11 @@ fn forward_to_a_queue_sharing_the_device_lock_is_deferred_to_a_dpc() {
     assert_eq!(seen[0].irql, Irql::Dispatch);
     assert!(s.dest.stats().deferred_lock >= 1, "{:?}", s.dest.stats());
     assert_eq!(s.source.driver_owned_count(), 0);
-    assert_eq!(s.source.stats().completed, 0, "a forward is not a completion");
+    assert_eq!(
+        s.source.stats().completed,
+        0,
+        "a forward is not a completion"
+    );
     // The DPC completed the request; its queue counts it just after the client is woken.
     eventually("the destination counts the completion", || {
         s.dest.stats().completed == 1
@@ -215,7 +224,10 @@ fn forward_to_a_queue_with_its_own_lock_runs_synchronously() {
     );
     let seen = s.dest_seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
-    assert!(seen[0].nested, "runs nested, on the forwarding callback's stack");
+    assert!(
+        seen[0].nested,
+        "runs nested, on the forwarding callback's stack"
+    );
     assert_eq!(seen[0].thread_id, r.thread_id);
     assert_eq!(s.dest.stats().deferred_lock, 0);
 }
@@ -286,7 +298,9 @@ fn forward_to_another_devices_queue_fails_and_returns_the_request() {
         o.store(true, Ordering::SeqCst);
         req.complete(NtStatus::SUCCESS);
     });
-    let foreign = other.create_queue(cfg, ObjectAttributes::default()).unwrap();
+    let foreign = other
+        .create_queue(cfg, ObjectAttributes::default())
+        .unwrap();
 
     let s = setup_on(
         &driver,
@@ -337,7 +351,11 @@ fn forward_frees_a_sequential_source_for_its_next_request() {
     assert_eq!(manual.pending_count(), 3);
     for (i, p) in pending.into_iter().enumerate() {
         let req = manual.retrieve_next_request().unwrap();
-        assert_eq!(req.parameters().offset, i as u64, "forwarding appends in order");
+        assert_eq!(
+            req.parameters().offset,
+            i as u64,
+            "forwarding appends in order"
+        );
         req.complete_with_information(NtStatus::SUCCESS, 2);
         assert_eq!(wait(p).status, NtStatus::SUCCESS);
     }

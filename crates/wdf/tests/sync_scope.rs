@@ -317,7 +317,11 @@ fn queue_scope_serializes_each_queue_but_two_queues_overlap() {
         "the first callbacks of two Queue-scope queues must be able to run at the same time"
     );
     assert_eq!(rw_inflight.max(), 1, "Queue scope serializes the rw queue");
-    assert_eq!(io_inflight.max(), 1, "Queue scope serializes the ioctl queue");
+    assert_eq!(
+        io_inflight.max(),
+        1,
+        "Queue scope serializes the ioctl queue"
+    );
     assert_eq!(all.max(), 2);
 }
 
