@@ -50,6 +50,11 @@ pub fn locks_held() -> Vec<&'static str> {
     HELD.with(|h| h.borrow().iter().map(|(n, _)| *n).collect())
 }
 
+/// How many locks the calling thread holds (tracked while the verifier is on).
+pub fn locks_held_count() -> usize {
+    HELD.with(|h| h.borrow().len())
+}
+
 pub(crate) fn note_acquired(name: &'static str, addr: usize) {
     HELD.with(|h| h.borrow_mut().push((name, addr)));
 }

@@ -23,10 +23,11 @@ use crate::driver::Driver;
 use crate::invoke;
 use crate::object::{ObjectAttributes, ObjectHeader};
 use crate::observe::CallbackKind;
+use crate::power::StopAction;
 use crate::queue::{Queue, QueueConfig};
 use crate::request::{Request, RequestType};
 use crate::sync::constraints::{self, LockOwner, ObjectKind, Resolved};
-use crate::sync::{CallbackLock, ScopeLocked, ScopeToken};
+use crate::sync::{CallbackLock, LockOrder, ScopeLocked, ScopeToken};
 
 /// `EvtDeviceFileCreate`: decides the create's status (wdfkit completes the create with it).
 pub type FileCreateHandler =
@@ -184,7 +185,7 @@ impl Device {
             id: NEXT_DEVICE.fetch_add(1, Ordering::Relaxed),
             kernel: driver.kernel().clone(),
             header: ObjectHeader::new("device", init.name.clone(), cleanup),
-            lock: CallbackLock::new(resolved.lock_flavour, "device"),
+            lock: CallbackLock::new(resolved.lock_flavour, LockOrder::Device, "device"),
             resolved,
             files: FileObjects {
                 resolved: file_resolved,
@@ -315,10 +316,58 @@ impl Device {
         self.routes.read().default.clone()
     }
 
-    /// Unregisters the device and runs the cleanup callbacks of its subtree, children first,
+    /// Powers the device down: every power-managed queue stops presenting, `EvtIoStop` is
+    /// called for each driver-owned request, and the call returns (PASSIVE_LEVEL) when every
+    /// such request is completed, requeued or acknowledged. See [`crate::power`].
+    pub fn power_down(&self) -> Result<(), NtStatus> {
+        self.power_transition(Some(StopAction::Suspend))
+    }
+
+    /// Powers the device up: `EvtIoResume` for the requests the driver kept, then presentation
+    /// resumes. PASSIVE_LEVEL.
+    pub fn power_up(&self) -> Result<(), NtStatus> {
+        self.power_transition(None)
+    }
+
+    fn power_transition(&self, down: Option<StopAction>) -> Result<(), NtStatus> {
+        crate::queue::passive_ddi(if down.is_some() {
+            "power_down"
+        } else {
+            "power_up"
+        })?;
+        let waits: Vec<_> = self
+            .queues()
+            .iter()
+            .filter_map(|q| match down {
+                Some(action) => q.power_down_begin(action),
+                None => q.power_up_begin(),
+            })
+            .collect();
+        for w in waits {
+            w.wait();
+        }
+        Ok(())
+    }
+
+    /// Removes the device: unregisters it, purges every queue (queued requests and cancelable
+    /// driver-owned ones are cancelled), reports requests the driver still owns
+    /// (`WDF_REQUEST_LEAKED`), then runs the cleanup callbacks of its subtree, children first,
     /// with no callback lock held.
     pub fn delete(&self) {
         let _ = self.kernel.io().delete_device(self.name());
+        for q in self.queues() {
+            q.purge(None);
+            let owned = q.driver_owned_count();
+            if owned > 0 {
+                nt::verifier::report(
+                    &crate::verifier::rules::REQUEST_LEAKED,
+                    format_args!(
+                        "{owned} request(s) still owned by the driver on queue {} at removal",
+                        q.name()
+                    ),
+                );
+            }
+        }
         self.header.delete();
         let mut r = self.routes.write();
         r.default = None;

@@ -24,6 +24,7 @@ pub(crate) fn run<R>(
     let mut token = lock.map(ScopeToken::acquire);
     let locked = token.is_some();
     let observed = observe::on();
+    let held_before = nt::verifier::enabled().then(nt::thread::locks_held_count);
     let result = {
         let _frame = CallbackFrame::enter(kind.wdf_name());
         if observed {
@@ -35,6 +36,9 @@ pub(crate) fn run<R>(
         }
         r
     };
+    if let Some(before) = held_before {
+        check_locks_after(lock, before, object, kind);
+    }
     drop(token);
     match result {
         Ok(r) => Some(r),
@@ -53,6 +57,31 @@ pub(crate) fn contained(kind: &str, name: &str, callback: &'static str, f: impl 
     };
     if r.is_err() {
         report_panic(&format!("{kind} {name}"), callback);
+    }
+}
+
+/// The verifier's checks when a callback returns: it must not keep a lock it took, and must not
+/// have released the callback lock the framework holds for it.
+#[cold]
+fn check_locks_after(lock: Option<&CallbackLock>, before: usize, object: &str, kind: CallbackKind) {
+    if let Some(l) = lock
+        && !l.is_owned_by_current_thread()
+    {
+        nt::verifier::report(
+            &rules::CALLBACK_LOCK_RELEASED_BY_DRIVER,
+            format_args!("{kind} of {object} released its callback lock"),
+        );
+    }
+    let after = nt::thread::locks_held_count();
+    if after > before {
+        nt::verifier::report(
+            &rules::CALLBACK_RETURNED_HOLDING_LOCK,
+            format_args!(
+                "{kind} of {object} returned holding {} more lock(s): {}",
+                after - before,
+                nt::thread::locks_held()[before..].join(", ")
+            ),
+        );
     }
 }
 

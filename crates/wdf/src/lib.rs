@@ -51,9 +51,12 @@
 
 pub mod device;
 pub mod driver;
+pub mod exec;
 mod invoke;
+pub mod locks;
 pub mod object;
 pub mod observe;
+pub mod power;
 pub mod queue;
 pub mod request;
 pub mod sync;
@@ -61,8 +64,15 @@ pub mod verifier;
 
 pub use device::{Device, DeviceInit, FileObjectConfig};
 pub use driver::Driver;
+pub use exec::{
+    CallbackContext, Dpc, DpcConfig, Parent, Timer, TimerConfig, WorkItem, WorkItemConfig,
+};
 pub use object::{ObjectAttributes, ObjectHeader, ObjectState};
-pub use queue::{DispatchType, IoContext, Queue, QueueConfig, QueueStats};
+pub use power::{StopAction, StopNotice};
+pub use queue::{
+    CancelableRequest, DispatchType, IoContext, Queue, QueueConfig, QueueStateCallback, QueueStats,
+    QueueStatus,
+};
 pub use request::{Request, RequestError, RequestParameters, RequestType};
 pub use sync::{
     CallbackLock, ExecutionLevel, LockOwner, Resolved, ScopeLocked, ScopeToken, SyncScope,

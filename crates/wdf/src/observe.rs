@@ -42,6 +42,22 @@ pub enum CallbackKind {
     FileCleanup,
     /// `EvtFileClose`.
     FileClose,
+    /// `EvtRequestCancel`.
+    RequestCancel,
+    /// `EvtIoCanceledOnQueue`.
+    IoCanceledOnQueue,
+    /// `EvtIoQueueState` (stop, purge, drain completion; ready notification).
+    IoQueueState,
+    /// `EvtIoStop`.
+    IoStop,
+    /// `EvtIoResume`.
+    IoResume,
+    /// `EvtDpcFunc`.
+    Dpc,
+    /// `EvtTimerFunc`.
+    Timer,
+    /// `EvtWorkItem`.
+    WorkItem,
 }
 
 impl CallbackKind {
@@ -56,6 +72,14 @@ impl CallbackKind {
             CallbackKind::FileCreate => "EvtDeviceFileCreate",
             CallbackKind::FileCleanup => "EvtFileCleanup",
             CallbackKind::FileClose => "EvtFileClose",
+            CallbackKind::RequestCancel => "EvtRequestCancel",
+            CallbackKind::IoCanceledOnQueue => "EvtIoCanceledOnQueue",
+            CallbackKind::IoQueueState => "EvtIoQueueState",
+            CallbackKind::IoStop => "EvtIoStop",
+            CallbackKind::IoResume => "EvtIoResume",
+            CallbackKind::Dpc => "EvtDpcFunc",
+            CallbackKind::Timer => "EvtTimerFunc",
+            CallbackKind::WorkItem => "EvtWorkItem",
         }
     }
 }

@@ -275,10 +275,11 @@ impl Request {
             );
             information = limit;
         }
+        let id = irp.id();
         irp.complete(status, information);
         if self.driver_owned {
             self.driver_owned = false;
-            self.queue.request_completed();
+            self.queue.request_completed(id);
         }
     }
 }

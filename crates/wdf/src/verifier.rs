@@ -57,6 +57,55 @@ pub mod rules {
         fatal: false,
     };
 
+    /// A second outstanding stop or purge callback, or a state change on a deleted queue
+    /// (`WDF_QUEUE_FATAL_ERROR`). Fatal, as in WDF.
+    pub static WDF_QUEUE_FATAL_ERROR: Rule = Rule {
+        name: "WDF_QUEUE_FATAL_ERROR",
+        code: 0x20A,
+        description: "a queue state operation WDF treats as fatal (a second outstanding stop/purge callback)",
+        fatal: true,
+    };
+
+    /// A PASSIVE_LEVEL-only DDI called above PASSIVE_LEVEL (or where it could never finish).
+    pub static PASSIVE_DDI_AT_DISPATCH: Rule = Rule {
+        name: "WDF_PASSIVE_DDI_ABOVE_PASSIVE",
+        code: 0x207,
+        description: "a PASSIVE_LEVEL-only framework call was made above PASSIVE_LEVEL; it failed with STATUS_INVALID_DEVICE_REQUEST",
+        fatal: false,
+    };
+
+    /// Callback locks acquired against the WDF order (driver < device < queue).
+    pub static LOCK_ORDER: Rule = Rule {
+        name: "WDF_LOCK_ORDER",
+        code: 0x208,
+        description: "a callback lock was acquired while holding one that WDF orders after it (driver < device < queue)",
+        fatal: false,
+    };
+
+    /// A callback returned still holding a lock it took.
+    pub static CALLBACK_RETURNED_HOLDING_LOCK: Rule = Rule {
+        name: "WDF_CALLBACK_RETURNED_HOLDING_LOCK",
+        code: 0x209,
+        description: "a driver callback returned while still holding a lock it acquired",
+        fatal: false,
+    };
+
+    /// The driver released the callback lock the framework holds around its callback.
+    pub static CALLBACK_LOCK_RELEASED_BY_DRIVER: Rule = Rule {
+        name: "WDF_CALLBACK_LOCK_RELEASED_BY_DRIVER",
+        code: 0x20C,
+        description: "the driver released the callback lock inside the callback it serializes",
+        fatal: false,
+    };
+
+    /// Requests still owned by the driver when their queue was purged for device removal.
+    pub static REQUEST_LEAKED: Rule = Rule {
+        name: "WDF_REQUEST_LEAKED",
+        code: 0x20D,
+        description: "requests were still driver-owned when their device was removed",
+        fatal: false,
+    };
+
     /// Every framework rule.
     pub static ALL: &[&Rule] = &[
         &WDF_RECURSIVE_LOCK,
@@ -65,5 +114,11 @@ pub mod rules {
         &CALLBACK_PANICKED,
         &REQUEST_MISUSE,
         &INVALID_LOCK_OPERATION,
+        &WDF_QUEUE_FATAL_ERROR,
+        &PASSIVE_DDI_AT_DISPATCH,
+        &LOCK_ORDER,
+        &CALLBACK_RETURNED_HOLDING_LOCK,
+        &CALLBACK_LOCK_RELEASED_BY_DRIVER,
+        &REQUEST_LEAKED,
     ];
 }

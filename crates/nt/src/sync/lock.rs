@@ -82,6 +82,25 @@ impl<T> PassiveMutex<T> {
     }
 }
 
+impl<T: ?Sized> PassiveMutex<T> {
+    /// Acquires the mutex, waiting at most `timeout`; a zero timeout only tries.
+    /// Equivalent to: `KeWaitForSingleObject` on a mutex with a timeout.
+    pub fn try_lock_for(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Option<LockGuard<'_, T, RawPassiveMutex>> {
+        if self.raw.try_acquire_for(timeout) {
+            // INVARIANT: the raw lock is held by this thread until the guard drops.
+            Some(LockGuard {
+                lock: self,
+                _not_send: PhantomData,
+            })
+        } else {
+            None
+        }
+    }
+}
+
 impl<T, R: RawLock> Lock<T, R> {
     /// Wraps `data` with an already constructed raw lock.
     pub const fn with_raw(raw: R, data: T) -> Self {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_utils::Backoff;
-use parking_lot::lock_api::RawMutex as _;
+use parking_lot::lock_api::{RawMutex as _, RawMutexTimed as _};
 
 use crate::irql::{self, Irql};
 use crate::thread;
@@ -347,6 +347,28 @@ impl RawPassiveMutex {
 
     fn addr(&self) -> usize {
         self as *const Self as usize
+    }
+}
+
+impl RawPassiveMutex {
+    /// Acquires the mutex, waiting at most `timeout` (PASSIVE_LEVEL for a non-zero timeout; a
+    /// zero timeout is a try-acquire, allowed at any level). Returns whether it was acquired.
+    pub fn try_acquire_for(&self, timeout: Duration) -> bool {
+        if timeout.is_zero() {
+            return self.try_acquire();
+        }
+        irql::check_at_most(
+            Irql::Passive,
+            &rules::PASSIVE_MUTEX_ABOVE_PASSIVE,
+            self.name,
+        );
+        self.own.check_recursion(self.name);
+        if self.raw.try_lock_for(timeout) {
+            self.own.acquired(self.name, self.addr(), true);
+            true
+        } else {
+            false
+        }
     }
 }
 

@@ -1,13 +1,15 @@
-//! The dispatch loop: how a queue hands requests to the driver (spec §3.2, §5.5, §5.6).
+//! The dispatch loop: how a queue hands requests and notifications to the driver
+//! (spec §3.2, §5.5, §5.6).
 //!
-//! Every event that can make a request presentable runs [`Queue::dispatch_events`]:
+//! Every event that can make work deliverable runs [`Queue::dispatch_events`]:
 //!
 //! * **arrival** (from the I/O manager) and **forward**: always run the loop on the arriving
 //!   thread, so with no contention the driver's callback runs inline on the sender's thread;
-//! * **completion** of a driver-owned request, and **requeue**: run the loop only if no thread is
-//!   in it already (`dispatching == 0`). A completion inside a callback therefore never recurses:
-//!   the thread that is presenting notices the free slot when the callback returns. A completion
-//!   outside any loop (a DPC, another thread) presents the next request on the completing thread.
+//! * **completion** of a driver-owned request, **requeue**, and internal changes (a cancel, a
+//!   cancelable request): run the loop only if no thread is in it already (`dispatching == 0`).
+//!   A completion inside a callback therefore never recurses: the thread that is presenting
+//!   notices the free slot when the callback returns. A completion outside any loop (a DPC,
+//!   another thread) presents the next request on the completing thread.
 //!
 //! Before entering, two rules defer the pass instead (`FxIoQueue::CanThreadDispatchEventsLocked`):
 //!
@@ -19,6 +21,12 @@
 //! A deferred new request is appended to the pending list first, so order is kept. Deferral
 //! objects are queued at most once (`Dpc::insert` / `WorkItem::enqueue` refuse a second insert),
 //! and each deferral is counted ([`super::QueueStats`]).
+//!
+//! One pass, in order (spec §5.5): cancel routines of cancelled driver-owned requests;
+//! `EvtIoCanceledOnQueue`; the stop-complete callback (no scope lock) once nothing is
+//! driver-owned; the purge/drain-complete callback (scope lock) once nothing is queued or
+//! driver-owned; power notifications; then, if the queue dispatches: ready notification for
+//! manual queues, or presentation within the sequential / parallel limits.
 //!
 //! The queue's object lock (`state`) is never held while driver code runs.
 
@@ -40,15 +48,17 @@ pub(crate) enum Event {
     Arrival(Request),
     /// A request forwarded from another queue; refused (returned) if not accepting.
     Forward(Request),
-    /// A driver-owned request was completed or left the queue.
-    Completed,
+    /// A driver-owned request (this id) was completed or left the queue.
+    Completed(u64),
     /// A request requeued to the head.
     Requeue(Request),
-    /// Something else changed (a deferred pass, a start).
+    /// Something changed that the loop may need to act on, if no thread is in it.
+    Internal,
+    /// A full pass (a deferred runner, a start, a state change).
     Kick,
 }
 
-type StateGuard<'a> = LockGuard<'a, QueueState, nt::sync::RawSpinLock>;
+pub(crate) type StateGuard<'a> = LockGuard<'a, QueueState, nt::sync::RawSpinLock>;
 
 impl Queue {
     /// Runs one dispatch pass for `event` (see the module docs). Returns the request back only
@@ -76,15 +86,28 @@ impl Queue {
                 self.counters.arrived.fetch_add(1, Ordering::Relaxed);
                 new = Some(r);
             }
-            Event::Completed => {
+            Event::Completed(id) => {
                 st.driver_io_count -= 1;
+                st.power.note_gone(id);
                 if st.dispatching > 0 {
                     return Ok(()); // the thread in the loop will notice
                 }
             }
             Event::Requeue(r) => {
                 st.driver_io_count -= 1;
-                self.insert_pending(&mut st, r, true);
+                if st.purging {
+                    // A purge is in progress: the requeue becomes a cancellation (spec §5.9).
+                    drop(st);
+                    r.complete_internal(NtStatus::CANCELLED);
+                    st = self.state.lock();
+                } else {
+                    self.insert_pending(&mut st, r, true);
+                }
+                if st.dispatching > 0 {
+                    return Ok(());
+                }
+            }
+            Event::Internal => {
                 if st.dispatching > 0 {
                     return Ok(());
                 }
@@ -105,9 +128,77 @@ impl Queue {
 
         st.dispatching += 1;
         loop {
-            if !st.dispatching_enabled || self.config.dispatch_type == DispatchType::Manual {
+            // 1. Cancel routines of cancelled driver-owned requests.
+            if !st.power.notifying()
+                && let Some((req, routine)) = st.cancelled.pop_front()
+            {
+                drop(st);
+                self.invoke_cancel(req, routine);
+                st = self.state.lock();
+                continue;
+            }
+            // 2. EvtIoCanceledOnQueue.
+            if !st.power.notifying()
+                && let Some(req) = st.canceled_on_queue.pop_front()
+            {
+                drop(st);
+                self.invoke_canceled_on_queue(req);
+                st = self.state.lock();
+                continue;
+            }
+            // 3. Stop complete: nothing driver-owned, no other thread in the loop. Not serialized.
+            if st.stop_complete.is_some() && st.dispatching == 1 && st.driver_io_count == 0 {
+                let cb = st.stop_complete.take().expect("checked");
+                st.purging = false;
+                drop(st);
+                self.invoke_state_callback(cb, false);
+                st = self.state.lock();
+                continue;
+            }
+            // 4. Purge / drain complete: nothing queued or driver-owned. Serialized.
+            if st.purge_complete.is_some()
+                && st.dispatching == 1
+                && st.driver_io_count == 0
+                && st.pending.is_empty()
+                && new.is_none()
+            {
+                let cb = st.purge_complete.take().expect("checked");
+                st.purging = false;
+                drop(st);
+                self.invoke_state_callback(cb, true);
+                st = self.state.lock();
+                continue;
+            }
+            // 6. Power transitions: EvtIoStop / EvtIoResume notifications.
+            let (dispatching, owned) = (st.dispatching, st.driver_io_count);
+            if let Some(work) = st.power.next_work(dispatching, owned) {
+                drop(st);
+                self.run_power_work(work);
+                st = self.state.lock();
+                continue;
+            }
+            // 8, 9. Powered off or stopped: keep requests queued.
+            if !st.dispatching_enabled || !st.power.is_on() {
                 break;
             }
+            // 10. Manual queue: ready notification on the empty→non-empty edge.
+            if self.config.dispatch_type == DispatchType::Manual {
+                if let Some(n) = new.take() {
+                    self.insert_pending(&mut st, n, false);
+                }
+                if st.became_non_empty
+                    && !st.pending.is_empty()
+                    && let Some(h) = st.ready_notify.clone()
+                {
+                    st.became_non_empty = false;
+                    drop(st);
+                    self.invoke_ready_notify(&h);
+                    st = self.state.lock();
+                    continue;
+                }
+                break;
+            }
+            // 11, 12. Sequential and parallel limits.
             match self.config.dispatch_type {
                 DispatchType::Sequential if st.driver_io_count > 0 => break,
                 DispatchType::Parallel
@@ -120,6 +211,7 @@ impl Queue {
                 }
                 _ => {}
             }
+            // 13. The head of the queue goes first; a new request goes behind it.
             let req = match st.pending.pop_front() {
                 Some(head) => {
                     head.irp().clear_cancel_routine();
@@ -133,7 +225,9 @@ impl Queue {
                     None => break,
                 },
             };
+            // 14. Present it.
             st.driver_io_count += 1;
+            st.power.note_presented(&req, self.tracks_owned());
             drop(st);
             self.present(req);
             st = self.state.lock();
@@ -173,7 +267,7 @@ impl Queue {
 
     /// Appends (or, for requeue, prepends) a request to the pending list and makes it
     /// cancelable there. An already-cancelled request is completed with `STATUS_CANCELLED`.
-    fn insert_pending(self: &Arc<Self>, st: &mut QueueState, req: Request, front: bool) {
+    pub(super) fn insert_pending(self: &Arc<Self>, st: &mut QueueState, req: Request, front: bool) {
         let weak = Arc::downgrade(self);
         let id = req.id();
         let routine = Box::new(move || {
@@ -182,29 +276,20 @@ impl Queue {
             }
         });
         if req.irp().set_cancel_routine(routine).is_err() {
+            self.counters
+                .cancelled_queued
+                .fetch_add(1, Ordering::Relaxed);
             // Completing the IRP wakes its client; it calls nothing back into this queue.
             req.complete_internal(NtStatus::CANCELLED);
             return;
+        }
+        if st.pending.is_empty() {
+            st.became_non_empty = true;
         }
         if front {
             st.pending.push_front(req);
         } else {
             st.pending.push_back(req);
-        }
-    }
-
-    /// The cancel routine of a queued request: if it is still queued, it leaves the queue and is
-    /// completed with `STATUS_CANCELLED`; if a dispatcher took it first, nothing happens.
-    fn cancel_pending(&self, id: u64) {
-        let found = {
-            let mut st = self.state.lock();
-            st.pending
-                .iter()
-                .position(|r| r.id() == id)
-                .and_then(|pos| st.pending.remove(pos))
-        };
-        if let Some(r) = found {
-            r.complete_internal(NtStatus::CANCELLED);
         }
     }
 

@@ -21,9 +21,14 @@
 //! assert_eq!(done.data, vec![7, 7, 7]);
 //! ```
 
+mod cancel;
 mod dispatch;
+mod state;
 
+pub use cancel::CancelableRequest;
 pub(crate) use dispatch::Event;
+pub(crate) use state::passive_ddi;
+pub use state::{QueueStateCallback, QueueStatus};
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -38,7 +43,7 @@ use crate::device::Device;
 use crate::object::{ObjectAttributes, ObjectHeader};
 use crate::request::{Request, RequestError, RequestType};
 use crate::sync::constraints::{self, LockOwner, ObjectKind, Resolved};
-use crate::sync::{CallbackLock, ScopeLocked, ScopeToken};
+use crate::sync::{CallbackLock, LockOrder, ScopeLocked, ScopeToken};
 use crate::verifier::{self, rules};
 
 /// How a queue presents requests. Equivalent to: `WDF_IO_QUEUE_DISPATCH_TYPE`.
@@ -55,8 +60,8 @@ pub enum DispatchType {
 
 /// What a serialized (or unserialized) queue callback receives besides the request.
 pub struct IoContext<'a> {
-    queue: &'a Arc<Queue>,
-    token: Option<&'a mut ScopeToken>,
+    pub(crate) queue: &'a Arc<Queue>,
+    pub(crate) token: Option<&'a mut ScopeToken>,
 }
 
 impl<'a> IoContext<'a> {
@@ -88,6 +93,11 @@ pub type IoControlHandler =
     Box<dyn Fn(&mut IoContext<'_>, Request, usize, usize, u32) + Send + Sync>;
 /// `EvtIoDefault`: the request only.
 pub type IoDefaultHandler = Box<dyn Fn(&mut IoContext<'_>, Request) + Send + Sync>;
+/// `EvtIoCanceledOnQueue`: a previously presented request was cancelled while queued; the driver
+/// owns it again and must complete it.
+pub type IoCanceledOnQueueHandler = Box<dyn Fn(&mut IoContext<'_>, Request) + Send + Sync>;
+/// `EvtIoQueueState` registered with `WdfIoQueueReadyNotify`: a manual queue became non-empty.
+pub type ReadyNotifyHandler = Arc<dyn Fn(&mut IoContext<'_>) + Send + Sync>;
 
 /// A queue's configuration. Equivalent to: `WDF_IO_QUEUE_CONFIG`.
 pub struct QueueConfig {
@@ -106,6 +116,12 @@ pub struct QueueConfig {
     pub(crate) device_control: Option<IoControlHandler>,
     pub(crate) internal_device_control: Option<IoControlHandler>,
     pub(crate) default: Option<IoDefaultHandler>,
+    pub(crate) canceled_on_queue: Option<IoCanceledOnQueueHandler>,
+    pub(crate) stop: Option<crate::power::IoStopHandler>,
+    pub(crate) resume: Option<crate::power::IoResumeHandler>,
+    /// Whether device power-down stops this queue (default true). Equivalent to:
+    /// `WDF_IO_QUEUE_CONFIG.PowerManaged`.
+    pub power_managed: bool,
 }
 
 impl QueueConfig {
@@ -122,6 +138,10 @@ impl QueueConfig {
             device_control: None,
             internal_device_control: None,
             default: None,
+            canceled_on_queue: None,
+            stop: None,
+            resume: None,
+            power_managed: true,
         }
     }
 
@@ -167,6 +187,33 @@ impl QueueConfig {
         f: impl Fn(&mut IoContext<'_>, Request) + Send + Sync + 'static,
     ) -> &mut Self {
         self.default = Some(Box::new(f));
+        self
+    }
+
+    /// Registers `EvtIoCanceledOnQueue`.
+    pub fn io_canceled_on_queue(
+        &mut self,
+        f: impl Fn(&mut IoContext<'_>, Request) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.canceled_on_queue = Some(Box::new(f));
+        self
+    }
+
+    /// Registers `EvtIoStop`: called for each driver-owned request when the device powers down.
+    pub fn io_stop(
+        &mut self,
+        f: impl Fn(&mut IoContext<'_>, crate::power::StopNotice) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.stop = Some(Box::new(f));
+        self
+    }
+
+    /// Registers `EvtIoResume`: called for each request the driver kept across a power-down.
+    pub fn io_resume(
+        &mut self,
+        f: impl Fn(&mut IoContext<'_>, u64) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.resume = Some(Box::new(f));
         self
     }
 
@@ -222,24 +269,56 @@ pub struct QueueStats {
     pub deferred_lock: u64,
     /// Requests failed at arrival because the queue was not accepting.
     pub rejected: u64,
+    /// Cancel routines run (`EvtRequestCancel`).
+    pub cancel_routines: u64,
+    /// Requests cancelled while queued (completed by the framework or sent to
+    /// `EvtIoCanceledOnQueue`).
+    pub cancelled_queued: u64,
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     arrived: AtomicU64,
     presented: AtomicU64,
     completed: AtomicU64,
     deferred_irql: AtomicU64,
     deferred_lock: AtomicU64,
     rejected: AtomicU64,
+    cancel_routines: AtomicU64,
+    cancelled_queued: AtomicU64,
 }
 
+/// A driver cancel routine (`EvtRequestCancel`), run under the queue's scope lock.
+pub(crate) type CancelRoutine = Box<dyn FnOnce(&mut IoContext<'_>, Request) + Send>;
+
 pub(crate) struct QueueState {
+    /// Queued, not driver-owned (cancel-safe: each has an IRP cancel routine).
     pending: VecDeque<Request>,
+    /// Driver-owned requests (presented, retrieved, or handed to `EvtIoCanceledOnQueue`).
     driver_io_count: usize,
+    /// Threads inside the dispatch loop.
     dispatching: usize,
     accepting: bool,
     dispatching_enabled: bool,
+    /// Driver-owned requests marked cancelable: the framework holds them until unmarked or
+    /// cancelled.
+    pub(crate) cancelable: Vec<(Request, CancelRoutine)>,
+    /// Cancelled driver-owned requests whose cancel routine has not run yet.
+    cancelled: VecDeque<(Request, CancelRoutine)>,
+    /// Previously presented requests cancelled while queued, for `EvtIoCanceledOnQueue`.
+    canceled_on_queue: VecDeque<Request>,
+    /// Registered by stop / stop-and-purge; called (without the scope lock) when idle.
+    stop_complete: Option<QueueStateCallback>,
+    /// Registered by purge / drain; called (with the scope lock) when empty and idle.
+    purge_complete: Option<QueueStateCallback>,
+    /// A purge or stop-and-purge is in progress: requeues and mark-cancelables become
+    /// cancellations.
+    purging: bool,
+    /// Manual queues: `EvtIoQueueState` for ready notification, and the empty→non-empty edge.
+    ready_notify: Option<ReadyNotifyHandler>,
+    became_non_empty: bool,
+    /// Power state of a power-managed queue (see [`crate::power`]).
+    pub(crate) power: crate::power::QueuePower,
 }
 
 /// How a deferred dispatch pass gets to run.
@@ -255,14 +334,14 @@ pub struct Queue {
     header: Arc<ObjectHeader>,
     device: Weak<Device>,
     pub(crate) device_id: u64,
-    config: QueueConfig,
-    resolved: Resolved,
+    pub(crate) config: QueueConfig,
+    pub(crate) resolved: Resolved,
     /// The queue's callback lock: its own, or the device's under Device scope. Every queue has
     /// one (`WdfObjectAcquireLock` works even with scope None).
-    lock: CallbackLock,
-    state: SpinLock<QueueState>,
+    pub(crate) lock: CallbackLock,
+    pub(crate) state: SpinLock<QueueState>,
     deferral: Deferral,
-    counters: Counters,
+    pub(crate) counters: Counters,
 }
 
 static NEXT_QUEUE: AtomicU64 = AtomicU64::new(0);
@@ -282,7 +361,7 @@ impl Queue {
             .unwrap_or_else(|| format!("queue{}", NEXT_QUEUE.fetch_add(1, Ordering::Relaxed)));
         let lock = match resolved.lock {
             LockOwner::Device => device.callback_lock().clone(),
-            _ => CallbackLock::new(resolved.lock_flavour, "queue"),
+            _ => CallbackLock::new(resolved.lock_flavour, LockOrder::Queue, "queue"),
         };
         let header = ObjectHeader::new("queue", name, attrs.cleanup);
         let kernel = device.kernel().clone();
@@ -314,6 +393,15 @@ impl Queue {
                         dispatching: 0,
                         accepting: true,
                         dispatching_enabled: true,
+                        cancelable: Vec::new(),
+                        cancelled: VecDeque::new(),
+                        canceled_on_queue: VecDeque::new(),
+                        stop_complete: None,
+                        purge_complete: None,
+                        purging: false,
+                        ready_notify: None,
+                        became_non_empty: false,
+                        power: Default::default(),
                     },
                 ),
                 deferral,
@@ -382,6 +470,8 @@ impl Queue {
             deferred_irql: c.deferred_irql.load(Ordering::Relaxed),
             deferred_lock: c.deferred_lock.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
+            cancel_routines: c.cancel_routines.load(Ordering::Relaxed),
+            cancelled_queued: c.cancelled_queued.load(Ordering::Relaxed),
         }
     }
 
@@ -432,7 +522,7 @@ impl Queue {
         loop {
             let mut req = {
                 let mut st = self.state.lock();
-                if !st.dispatching_enabled {
+                if !st.dispatching_enabled || !st.power.is_on() {
                     return Err(NtStatus::WDF_PAUSED);
                 }
                 let Some(pos) = st.pending.iter().position(&matches) else {
@@ -441,6 +531,7 @@ impl Queue {
                 let req = st.pending.remove(pos).expect("position is in range");
                 req.irp().clear_cancel_routine();
                 st.driver_io_count += 1;
+                st.power.note_presented(&req, self.tracks_owned());
                 req
             };
             req.driver_owned = true;
@@ -473,11 +564,12 @@ impl Queue {
                 request,
             });
         }
+        let id = request.id();
         request.driver_owned = false;
         request.set_queue(dest.clone());
         match dest.dispatch_events(Event::Forward(request)) {
             Ok(()) => {
-                source.request_completed_without_count();
+                source.request_completed_without_count(id);
                 Ok(())
             }
             Err(mut request) => {
@@ -513,16 +605,32 @@ impl Queue {
         Ok(())
     }
 
+    /// Calls the cancel routine of a cancelled driver-owned request, under the scope lock.
+    pub(crate) fn invoke_cancel(self: &Arc<Self>, req: Request, routine: CancelRoutine) {
+        self.counters
+            .cancel_routines
+            .fetch_add(1, Ordering::Relaxed);
+        let lock = self.resolved.serialized().then_some(&self.lock);
+        let id = Some(req.id());
+        crate::invoke::run(
+            lock,
+            crate::observe::CallbackKind::RequestCancel,
+            self.name(),
+            id,
+            |token| routine(&mut IoContext { queue: self, token }, req),
+        );
+    }
+
     /// Called when a driver-owned request of this queue is completed.
     #[inline]
-    pub(crate) fn request_completed(self: &Arc<Self>) {
+    pub(crate) fn request_completed(self: &Arc<Self>, id: u64) {
         self.counters.completed.fetch_add(1, Ordering::Relaxed);
-        let _ = self.dispatch_events(Event::Completed);
+        let _ = self.dispatch_events(Event::Completed(id));
     }
 
     /// A driver-owned request left for another queue: same bookkeeping, not counted completed.
-    fn request_completed_without_count(self: &Arc<Self>) {
-        let _ = self.dispatch_events(Event::Completed);
+    fn request_completed_without_count(self: &Arc<Self>, id: u64) {
+        let _ = self.dispatch_events(Event::Completed(id));
     }
 
     /// Cancels every queued request sent on `file` (file cleanup). Equivalent to:

@@ -7,6 +7,7 @@
 //!
 //! Equivalent to: `FxCallbackLock`, `FxCallbackSpinLock`, `FxCallbackMutexLock`.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -14,21 +15,49 @@ use nt::sync::{ArcLockGuard, Lock, LockFlavour, LockStats, RawDynLock};
 
 use crate::verifier::{self, rules};
 
+/// Where a callback lock sits in WDF's lock order: a lock may be acquired only while holding
+/// locks of a lower or equal order (`FX_LOCK_ORDER`: driver 0x10 < device 0x20 < queue 0x31).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LockOrder {
+    /// The driver's lock.
+    Driver = 0x10,
+    /// A device's lock.
+    Device = 0x20,
+    /// A queue's own lock.
+    Queue = 0x31,
+}
+
+thread_local! {
+    /// Orders of the callback locks this thread holds (tracked while the verifier is on).
+    static HELD: RefCell<Vec<(LockOrder, usize)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// A callback lock, shared (`Arc`) between a device and the queues that use it.
 #[derive(Clone)]
 pub struct CallbackLock {
     lock: Arc<Lock<(), RawDynLock>>,
     flavour: LockFlavour,
+    order: LockOrder,
     owner: &'static str,
 }
 
 impl CallbackLock {
-    pub(crate) fn new(flavour: LockFlavour, owner: &'static str) -> Self {
+    pub(crate) fn new(flavour: LockFlavour, order: LockOrder, owner: &'static str) -> Self {
         CallbackLock {
             lock: Arc::new(Lock::with_raw(RawDynLock::new(flavour, owner), ())),
             flavour,
+            order,
             owner,
         }
+    }
+
+    /// The lock's place in the WDF lock order.
+    pub fn order(&self) -> LockOrder {
+        self.order
+    }
+
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.lock) as usize
     }
 
     /// The lock's flavour: spin (held at DISPATCH_LEVEL) or passive mutex.
@@ -49,7 +78,7 @@ impl CallbackLock {
 
     /// Acquires the lock; a re-acquire on the owning thread is the fatal `WDF_RECURSIVE_LOCK`.
     #[inline]
-    pub(crate) fn acquire(&self) -> ArcLockGuard<(), RawDynLock> {
+    pub(crate) fn acquire(&self) -> (ArcLockGuard<(), RawDynLock>, bool) {
         if self.lock.is_owned_by_current_thread() {
             verifier::report(
                 &rules::WDF_RECURSIVE_LOCK,
@@ -59,7 +88,45 @@ impl CallbackLock {
                 ),
             );
         }
-        self.lock.lock_arc()
+        let tracked = verifier::enabled();
+        if tracked {
+            self.check_order();
+        }
+        let guard = self.lock.lock_arc();
+        if tracked {
+            HELD.with(|h| h.borrow_mut().push((self.order, self.id())));
+        }
+        (guard, tracked)
+    }
+
+    #[cold]
+    fn check_order(&self) {
+        let worst = HELD.with(|h| h.borrow().iter().map(|(o, _)| *o).max());
+        if let Some(held) = worst
+            && held > self.order
+        {
+            verifier::report(
+                &rules::LOCK_ORDER,
+                format_args!(
+                    "acquiring the {} lock ({:?}) while holding a {:?} lock",
+                    self.owner, self.order, held
+                ),
+            );
+        }
+    }
+
+    /// Forgets this lock in the thread's held list (its guard was dropped).
+    pub(crate) fn note_released(lock_id: usize) {
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(pos) = h.iter().rposition(|(_, id)| *id == lock_id) {
+                h.remove(pos);
+            }
+        });
+    }
+
+    pub(crate) fn lock_id(&self) -> usize {
+        self.id()
     }
 
     pub(crate) fn inner(&self) -> &Arc<Lock<(), RawDynLock>> {

@@ -256,6 +256,68 @@ pub fn resolve_file_object(
     })
 }
 
+/// What auto-serialization needs to know about the parent of a DPC, timer or work item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParentInfo {
+    /// Whether the parent has a device ancestor (a driver does not).
+    pub has_device: bool,
+    /// The parent's "passive callbacks" flag (spec §4.1 step 4 compares against it).
+    pub passive_callbacks: bool,
+    /// The resolved scope of the nearest callback owner (the parent queue or device).
+    pub scope: SyncScope,
+}
+
+/// Decides whether an auto-serialized DPC, timer or work item takes its parent's callback lock
+/// (spec §4.1, `FxObject::_GetEffectiveLock`):
+///
+/// 1. no device ancestor: `STATUS_INVALID_DEVICE_REQUEST` (whatever the flag);
+/// 2. `automatic_serialization` false: no lock;
+/// 3. the owner's scope is None: no lock, and no error (the flag is silently ignored);
+/// 4. the object must run at PASSIVE (work item, passive timer) and the parent's callbacks are
+///    not passive, or the other way round (DPC, dispatch timer under a passive parent):
+///    `STATUS_WDF_INCOMPATIBLE_EXECUTION_LEVEL`;
+/// 5. otherwise: the parent's callback lock (`Ok(true)`).
+///
+/// ```
+/// use wdf::sync::constraints::{resolve_auto_serialization, ParentInfo};
+/// use wdf::SyncScope;
+/// let spin_device = ParentInfo { has_device: true, passive_callbacks: false, scope: SyncScope::Device };
+/// // A work item always runs at PASSIVE_LEVEL: it cannot share a spin lock.
+/// assert_eq!(resolve_auto_serialization(true, true, &spin_device),
+///            Err(nt::NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL));
+/// // A DPC can.
+/// assert_eq!(resolve_auto_serialization(false, true, &spin_device), Ok(true));
+/// ```
+pub fn resolve_auto_serialization(
+    needs_passive: bool,
+    automatic_serialization: bool,
+    parent: &ParentInfo,
+) -> Result<bool, NtStatus> {
+    if !parent.has_device {
+        return Err(NtStatus::INVALID_DEVICE_REQUEST);
+    }
+    if !automatic_serialization
+        || matches!(parent.scope, SyncScope::None | SyncScope::InheritFromParent)
+    {
+        return Ok(false);
+    }
+    if needs_passive != parent.passive_callbacks {
+        return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
+    }
+    Ok(true)
+}
+
+/// Checks a timer's configuration (spec §4.2): a passive timer only when the attributes say
+/// Passive explicitly, and a periodic passive timer is `STATUS_NOT_SUPPORTED`. Returns whether
+/// the timer is passive.
+pub fn resolve_timer_level(attrs: &ObjectAttributes, periodic: bool) -> Result<bool, NtStatus> {
+    let passive = attrs.execution_level == ExecutionLevel::Passive;
+    if passive && periodic {
+        return Err(NtStatus::NOT_SUPPORTED);
+    }
+    Ok(passive)
+}
+
 /// Kinds of objects that carry attributes, for attribute validation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ObjectKind {

@@ -18,6 +18,6 @@ pub mod callback_lock;
 pub mod constraints;
 pub mod scope;
 
-pub use callback_lock::CallbackLock;
+pub use callback_lock::{CallbackLock, LockOrder};
 pub use constraints::{ExecutionLevel, LockOwner, Resolved, SyncScope};
 pub use scope::{ScopeLocked, ScopeToken};

@@ -35,12 +35,24 @@ use super::callback_lock::CallbackLock;
 /// Dropping a token obtained from `acquire_lock` releases the lock (`WdfObjectReleaseLock`).
 pub struct ScopeToken {
     guard: ArcLockGuard<(), RawDynLock>,
+    /// The lock's id in the verifier's held list, if it was recorded there.
+    tracked: Option<usize>,
 }
 
 impl ScopeToken {
     pub(crate) fn acquire(lock: &CallbackLock) -> ScopeToken {
+        let (guard, tracked) = lock.acquire();
         ScopeToken {
-            guard: lock.acquire(),
+            guard,
+            tracked: tracked.then(|| lock.lock_id()),
+        }
+    }
+}
+
+impl Drop for ScopeToken {
+    fn drop(&mut self) {
+        if let Some(id) = self.tracked {
+            CallbackLock::note_released(id);
         }
     }
 }
