@@ -145,6 +145,9 @@ struct FileObjects {
     config: FileObjectConfig,
 }
 
+/// How long [`Device::delete`] waits for the driver to complete the requests it owns.
+pub const REMOVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 static NEXT_DEVICE: AtomicU64 = AtomicU64::new(1);
 
 /// A device. Equivalent to: `WDFDEVICE`.
@@ -349,14 +352,27 @@ impl Device {
         Ok(())
     }
 
-    /// Removes the device: unregisters it, purges every queue (queued requests and cancelable
-    /// driver-owned ones are cancelled), reports requests the driver still owns
-    /// (`WDF_REQUEST_LEAKED`), then runs the cleanup callbacks of its subtree, children first,
-    /// with no callback lock held.
+    /// Removes the device: unregisters it; purges every queue (queued requests and cancelable
+    /// driver-owned ones are cancelled) and calls `EvtIoStop` with [`StopAction::Purge`] for the
+    /// requests the driver owns; waits (at PASSIVE_LEVEL, up to [`REMOVAL_WAIT`]) for the driver
+    /// to complete them; reports the ones it still owns (`WDF_REQUEST_LEAKED`); then runs the
+    /// cleanup callbacks of its subtree, children first, with no callback lock held.
+    /// Equivalent to: surprise/orderly removal and `WdfObjectDelete(device)`.
     pub fn delete(&self) {
         let _ = self.kernel.io().delete_device(self.name());
-        for q in self.queues() {
-            q.purge(None);
+        let queues = self.queues();
+        for q in &queues {
+            q.removal_purge();
+            let _ = q.power_down_begin(StopAction::Purge);
+        }
+        let can_wait = irql::current() == Irql::Passive;
+        let deadline = std::time::Instant::now() + REMOVAL_WAIT;
+        for q in &queues {
+            if can_wait && !q.callback_lock().is_owned_by_current_thread() {
+                while q.driver_owned_count() > 0 && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
             let owned = q.driver_owned_count();
             if owned > 0 {
                 nt::verifier::report(

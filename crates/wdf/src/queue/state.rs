@@ -167,6 +167,20 @@ impl Queue {
         Ok(())
     }
 
+    /// Device removal: stop accepting, cancel every queued request and every cancelable
+    /// driver-owned one, without registering a completion callback (the driver may have one
+    /// outstanding).
+    pub(crate) fn removal_purge(self: &Arc<Self>) {
+        {
+            let mut st = self.state.lock();
+            st.accepting = false;
+            st.purging = true;
+            Queue::cancel_all_cancelable(&mut st);
+        }
+        self.cancel_all_pending();
+        let _ = self.dispatch_events(Event::Kick);
+    }
+
     /// The queue's state. Equivalent to: `WdfIoQueueGetState`.
     pub fn status(&self) -> QueueStatus {
         let st = self.state.lock();
