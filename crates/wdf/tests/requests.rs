@@ -30,7 +30,9 @@ fn buffers_of_the_wrong_direction_are_invalid_device_request() {
     });
     let g = got.clone();
     cfg.io_write(move |_cx, mut req, len| {
-        g.lock().unwrap().push(req.output_buffer(0).map(|b| b.len()));
+        g.lock()
+            .unwrap()
+            .push(req.output_buffer(0).map(|b| b.len()));
         req.complete_with_information(NtStatus::SUCCESS, len);
     });
     dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
@@ -141,7 +143,10 @@ fn information_larger_than_the_buffer_is_clamped_and_reported() {
     let h = kernel.io().open("req-info-mismatch").unwrap();
     let c = read(&h, 0, 4);
     assert_eq!(c.status, NtStatus::SUCCESS);
-    assert_eq!(c.information, 4, "information is clamped to the buffer length");
+    assert_eq!(
+        c.information, 4,
+        "information is clamped to the buffer length"
+    );
     assert_eq!(c.data, vec![0xAB; 4]);
     assert_eq!(verifier::count(&rules::INFORMATION_LENGTH_MISMATCH), 1);
     assert_eq!(q.stats().completed, 1);
@@ -203,7 +208,11 @@ fn a_panicking_callback_fails_its_request_and_releases_the_lock() {
         0,
         "a request dropped by a panic is not also reported as forgotten"
     );
-    assert_eq!(irql::current(), Irql::Passive, "the client's IRQL is restored");
+    assert_eq!(
+        irql::current(),
+        Irql::Passive,
+        "the client's IRQL is restored"
+    );
     assert_eq!(q.driver_owned_count(), 0);
     // The lock was released and the queue keeps serving.
     assert!(!dev.callback_lock().is_owned_by_current_thread());
@@ -225,7 +234,10 @@ fn wdf_status_codes_are_translated_at_completion() {
         (NtStatus::WDF_PAUSED, NtStatus::DEVICE_BUSY),
         (NtStatus::WDF_BUSY, NtStatus::DEVICE_BUSY),
         (NtStatus::WDF_INTERNAL_ERROR, NtStatus::INTERNAL_ERROR),
-        (NtStatus::WDF_TOO_FRAGMENTED, NtStatus::INVALID_DEVICE_REQUEST),
+        (
+            NtStatus::WDF_TOO_FRAGMENTED,
+            NtStatus::INVALID_DEVICE_REQUEST,
+        ),
         (
             NtStatus::WDF_TOO_MANY_TRANSFERS,
             NtStatus::INVALID_DEVICE_REQUEST,

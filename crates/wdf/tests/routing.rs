@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use nt::NtStatus;
 use nt::io::IoOp;
-use wdf::{
-    DispatchType, ObjectAttributes, Queue, QueueConfig, RequestParameters, RequestType,
-};
+use wdf::{DispatchType, ObjectAttributes, Queue, QueueConfig, RequestParameters, RequestType};
 
 use common::*;
 
@@ -217,7 +215,11 @@ fn zero_length_reads_and_writes_are_completed_without_calling_the_driver() {
         } else {
             assert_eq!((r.status, r.information), (NtStatus::SUCCESS, 0));
             assert_eq!((w.status, w.information), (NtStatus::SUCCESS, 0));
-            assert_eq!(calls.load(Ordering::SeqCst), 0, "the driver never sees them");
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                0,
+                "the driver never sees them"
+            );
         }
         // The filter is for reads and writes only: a control request without buffers is
         // presented.
@@ -240,7 +242,11 @@ fn manual_retrieval_skips_zero_length_requests() {
     let zero = h.submit(read_op(0, 0));
     let real = h.submit(read_op(5, 4));
     let req = q.retrieve_next_request().unwrap();
-    assert_eq!(req.parameters().offset, 5, "the zero-length read was filtered out");
+    assert_eq!(
+        req.parameters().offset,
+        5,
+        "the zero-length read was filtered out"
+    );
     assert_eq!(wait(zero).status, NtStatus::SUCCESS);
     req.complete_with_information(NtStatus::SUCCESS, 4);
     assert_eq!(wait(real).information, 4);
