@@ -196,8 +196,16 @@ fn recursive_lock_is_fatal_even_with_the_verifier_off() {
 fn try_get_with_a_token_of_another_lock_is_invalid_device_request() {
     let kernel = kernel();
     let driver = driver(&kernel);
-    let a = device(&driver, "lock-token-a", ObjectAttributes::scope(SyncScope::Device));
-    let b = device(&driver, "lock-token-b", ObjectAttributes::scope(SyncScope::Device));
+    let a = device(
+        &driver,
+        "lock-token-a",
+        ObjectAttributes::scope(SyncScope::Device),
+    );
+    let b = device(
+        &driver,
+        "lock-token-b",
+        ObjectAttributes::scope(SyncScope::Device),
+    );
     let data_of_a = a.scope_locked(1u8);
     {
         let mut tb = b.acquire_lock().unwrap();

@@ -30,6 +30,10 @@ struct Files {
     contexts: Arc<Mutex<Vec<Ctx>>>,
 }
 
+fn ctx_of(token: Option<&mut wdf::ScopeToken>) -> Ctx {
+    (token.is_some(), irql::current())
+}
+
 /// File-object callbacks that log their events; create returns `create_status`.
 fn logging_files(
     attrs: Option<ObjectAttributes>,
@@ -39,22 +43,20 @@ fn logging_files(
     let contexts: Arc<Mutex<Vec<Ctx>>> = Arc::default();
     let mut cfg = FileObjectConfig::default();
     cfg.attributes = attrs;
-    let ctx_of =
-        |token: Option<&mut wdf::ScopeToken>| -> Ctx { (token.is_some(), irql::current()) };
-    let (e, c, f) = (events.clone(), contexts.clone(), ctx_of.clone());
+    let (e, c) = (events.clone(), contexts.clone());
     cfg.on_create(move |token, file| {
-        c.lock().unwrap().push(f(token));
+        c.lock().unwrap().push(ctx_of(token));
         e.lock().unwrap().push(Ev::Create(file.id()));
         create_status
     });
-    let (e, c, f) = (events.clone(), contexts.clone(), ctx_of.clone());
+    let (e, c) = (events.clone(), contexts.clone());
     cfg.on_cleanup(move |token, file| {
-        c.lock().unwrap().push(f(token));
+        c.lock().unwrap().push(ctx_of(token));
         e.lock().unwrap().push(Ev::Cleanup(file.id()));
     });
-    let (e, c, f) = (events.clone(), contexts.clone(), ctx_of);
+    let (e, c) = (events.clone(), contexts.clone());
     cfg.on_close(move |token, file| {
-        c.lock().unwrap().push(f(token));
+        c.lock().unwrap().push(ctx_of(token));
         e.lock().unwrap().push(Ev::Close(file.id()));
     });
     (cfg, Files { events, contexts })
@@ -110,7 +112,11 @@ fn a_failing_create_fails_the_open_with_its_status() {
         NtStatus::INSUFFICIENT_RESOURCES
     );
     let events = log.events.lock().unwrap().clone();
-    assert_eq!(events.len(), 1, "no cleanup or close for a failed open: {events:?}");
+    assert_eq!(
+        events.len(),
+        1,
+        "no cleanup or close for a failed open: {events:?}"
+    );
     assert!(matches!(events[0], Ev::Create(_)));
 }
 
@@ -249,7 +255,11 @@ fn closing_a_handle_cancels_only_its_queued_requests() {
         let done = wait(p);
         assert_eq!(done.status, NtStatus::CANCELLED);
     }
-    assert_eq!(q.pending_count(), 1, "the other handle's request stays queued");
+    assert_eq!(
+        q.pending_count(),
+        1,
+        "the other handle's request stays queued"
+    );
     assert!(!c.is_complete());
     assert!(
         !x.is_complete(),

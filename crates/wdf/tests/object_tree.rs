@@ -9,8 +9,7 @@ use nt::NtStatus;
 use nt::irql::{self, Irql};
 use wdf::verifier::{self, rules};
 use wdf::{
-    Device, DeviceInit, DispatchType, Driver, ObjectAttributes, ObjectState, QueueConfig,
-    SyncScope,
+    Device, DeviceInit, DispatchType, Driver, ObjectAttributes, ObjectState, QueueConfig, SyncScope,
 };
 
 use common::*;
@@ -58,7 +57,11 @@ fn tree(kernel: &nt::Kernel, log: &Log, prefix: &str) -> (Arc<Driver>, Vec<Arc<D
 }
 
 fn names(log: &Log) -> Vec<String> {
-    log.lock().unwrap().iter().map(|(n, _, _)| n.clone()).collect()
+    log.lock()
+        .unwrap()
+        .iter()
+        .map(|(n, _, _)| n.clone())
+        .collect()
 }
 
 fn position(names: &[String], name: &str) -> usize {
@@ -144,11 +147,8 @@ fn a_panicking_cleanup_is_contained() {
     verifier_record();
     let kernel = kernel();
     let log: Log = Arc::default();
-    let driver = Driver::create(
-        &kernel,
-        cleanup(&log, "driver", Arc::new(OnceLock::new())),
-    )
-    .unwrap();
+    let driver =
+        Driver::create(&kernel, cleanup(&log, "driver", Arc::new(OnceLock::new()))).unwrap();
     let dev = device(&driver, "tree-panic", ObjectAttributes::default());
     dev.create_queue(
         queue_config(),
@@ -157,7 +157,11 @@ fn a_panicking_cleanup_is_contained() {
     .unwrap();
     driver.unload();
     assert_eq!(verifier::count(&rules::CALLBACK_PANICKED), 1);
-    assert_eq!(names(&log), vec!["driver".to_owned()], "the rest still runs");
+    assert_eq!(
+        names(&log),
+        vec!["driver".to_owned()],
+        "the rest still runs"
+    );
 }
 
 #[derive(Debug)]

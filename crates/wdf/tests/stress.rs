@@ -182,7 +182,11 @@ fn a_million_requests_are_each_completed_exactly_once() {
             by_op[k] += n;
         }
     }
-    let issued = |op: usize| (0..THREADS * PER_THREAD).filter(|i| i % PER_THREAD % 3 == op).count();
+    let issued = |op: usize| {
+        (0..THREADS * PER_THREAD)
+            .filter(|i| i % PER_THREAD % 3 == op)
+            .count()
+    };
     for (k, n) in by_op.iter().enumerate() {
         assert_eq!(*n as usize, issued(k), "op {k}");
     }

@@ -75,6 +75,9 @@ fn device_scope_parallel_queue_runs_one_callback_at_a_time() {
     assert_eq!(st.completed, (THREADS * PER_THREAD) as u64);
 }
 
+/// Where the read callback parks its request, and how it says so.
+type HeldRead = (Arc<Mutex<Option<Request>>>, mpsc::Sender<()>);
+
 /// One sequential queue per request type, all under the device's lock.
 struct ThreeQueues {
     read: Arc<wdf::Queue>,
@@ -85,7 +88,7 @@ struct ThreeQueues {
 fn three_sequential_queues(
     dev: &Arc<wdf::Device>,
     inflight: &Arc<InFlight>,
-    held_read: Option<(Arc<Mutex<Option<Request>>>, mpsc::Sender<()>)>,
+    held_read: Option<HeldRead>,
 ) -> ThreeQueues {
     let mut rc = QueueConfig::new(DispatchType::Sequential);
     rc.name = Some("read".into());
