@@ -147,3 +147,172 @@ fn deferred_arrivals_keep_their_order() {
     assert!(q.stats().deferred_irql >= 1);
     assert_eq!(q.stats().presented, N);
 }
+
+/// A device with two sequential read queues, "holder" (routed reads at offset 0..) and
+/// "other" (default), where the holder's first request is held so that the next one waits.
+/// Returns the holder queue, the held slot, and the log of the holder's presentations.
+struct TwoQueues {
+    holder: Arc<Queue>,
+    held: Arc<Mutex<Option<wdf::Request>>>,
+    log: Log,
+}
+
+/// `other_attrs`: the attributes of the queue whose callback completes the held request.
+fn two_queues(dev: &Arc<Device>, other_attrs: ObjectAttributes) -> TwoQueues {
+    let held: Arc<Mutex<Option<wdf::Request>>> = Arc::default();
+    let log: Log = Arc::default();
+    // The holder: reads. Offset 0 is held; the others are completed and logged.
+    let mut cfg = QueueConfig::new(DispatchType::Sequential);
+    let (h, l) = (held.clone(), log.clone());
+    cfg.io_read(move |_cx, req, len| {
+        l.lock().unwrap().push(Seen {
+            irql: irql::current(),
+            issued_at: req.issued_at(),
+            thread: format!(
+                "{}{}",
+                thread_name(),
+                if inside_depth() > 0 { " (nested)" } else { "" }
+            ),
+            thread_id: nt::thread::current_id(),
+            offset: req.parameters().offset,
+        });
+        if req.parameters().offset == 0 {
+            *h.lock().unwrap() = Some(req);
+        } else {
+            req.complete_with_information(NtStatus::SUCCESS, len);
+        }
+    });
+    let holder = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
+    dev.configure_request_dispatching(&holder, wdf::RequestType::Read)
+        .unwrap();
+    // The other queue: a write completes the held read from inside its callback.
+    let mut cfg = QueueConfig::new(DispatchType::Parallel);
+    let h = held.clone();
+    cfg.io_write(move |_cx, req, len| {
+        let _inside = InsideCallback::enter();
+        if let Some(held) = h.lock().unwrap().take() {
+            held.complete_with_information(NtStatus::SUCCESS, 1);
+        }
+        req.complete_with_information(NtStatus::SUCCESS, len);
+    });
+    let other = dev.create_queue(cfg, other_attrs).unwrap();
+    dev.configure_request_dispatching(&other, wdf::RequestType::Write)
+        .unwrap();
+    TwoQueues { holder, held, log }
+}
+
+#[test]
+fn completing_a_same_lock_queues_request_inside_a_callback_defers_its_next_presentation() {
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let dev = device(
+        &driver,
+        "defer-complete-shared",
+        ObjectAttributes::scope(SyncScope::Device),
+    );
+    let s = two_queues(&dev, ObjectAttributes::default());
+    let h = kernel.io().open("defer-complete-shared").unwrap();
+    let first = h.submit(read_op(0, 1));
+    let second = h.submit(read_op(1, 1));
+    assert_eq!(s.holder.pending_count(), 1);
+
+    // The write's callback (holding the device lock) completes the held read: the holder's
+    // next request must not be presented on this stack, but by the holder's DPC.
+    assert_eq!(write(&h, 0, vec![1]).status, NtStatus::SUCCESS);
+    assert_eq!(wait(first).status, NtStatus::SUCCESS);
+    assert_eq!(wait(second).status, NtStatus::SUCCESS);
+    let log = s.log.lock().unwrap().clone();
+    assert_eq!(log.len(), 2);
+    assert!(
+        log[1].thread.starts_with("nt-dpc") && !log[1].thread.ends_with("(nested)"),
+        "presented by the holder's DPC, got {:?}",
+        log[1].thread
+    );
+    assert!(s.holder.stats().deferred_lock >= 1);
+    assert!(s.held.lock().unwrap().is_none());
+}
+
+#[test]
+fn completing_another_locks_queues_request_inside_a_callback_presents_the_next_nested() {
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let dev = device(
+        &driver,
+        "defer-complete-other",
+        ObjectAttributes::scope(SyncScope::Device),
+    );
+    let s = two_queues(&dev, ObjectAttributes::scope(SyncScope::Queue));
+    let h = kernel.io().open("defer-complete-other").unwrap();
+    let first = h.submit(read_op(0, 1));
+    let second = h.submit(read_op(1, 1));
+
+    // The write's callback holds only its own queue's lock: the holder's next request is
+    // presented synchronously, nested in that callback, on this thread (spec §9.7).
+    assert_eq!(write(&h, 0, vec![1]).status, NtStatus::SUCCESS);
+    assert_eq!(wait(first).status, NtStatus::SUCCESS);
+    assert_eq!(wait(second).status, NtStatus::SUCCESS);
+    let log = s.log.lock().unwrap().clone();
+    assert_eq!(log.len(), 2);
+    assert!(log[1].thread.ends_with("(nested)"), "{:?}", log[1].thread);
+    assert_eq!(log[1].thread_id, nt::thread::current_id());
+    assert_eq!(s.holder.stats().deferred_lock, 0);
+}
+
+#[test]
+fn completing_a_passive_queues_request_at_dispatch_level_defers_the_next_to_a_work_item() {
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let dev = device(
+        &driver,
+        "defer-complete-dispatch",
+        ObjectAttributes::level(ExecutionLevel::Passive),
+    );
+    let (q, log) = {
+        let held: Arc<Mutex<Option<wdf::Request>>> = Arc::default();
+        let log: Log = Arc::default();
+        let mut cfg = QueueConfig::new(DispatchType::Sequential);
+        cfg.default_queue = true;
+        let (hd, l) = (held.clone(), log.clone());
+        cfg.io_read(move |_cx, req, len| {
+            l.lock().unwrap().push(Seen {
+                irql: irql::current(),
+                issued_at: req.issued_at(),
+                thread: thread_name(),
+                thread_id: nt::thread::current_id(),
+                offset: req.parameters().offset,
+            });
+            if req.parameters().offset == 0 {
+                *hd.lock().unwrap() = Some(req);
+            } else {
+                req.complete_with_information(NtStatus::SUCCESS, len);
+            }
+        });
+        let q = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
+        ((q, held), log)
+    };
+    let (q, held) = q;
+    let h = kernel.io().open("defer-complete-dispatch").unwrap();
+    let first = h.submit(read_op(0, 1));
+    let second = h.submit(read_op(1, 1));
+
+    // Complete the held request from a DPC (DISPATCH_LEVEL): the passive queue's next
+    // request is presented by its work item, at PASSIVE_LEVEL.
+    let hd = held.clone();
+    let dpc = nt::Dpc::new(&kernel, "complete held", move || {
+        if let Some(r) = hd.lock().unwrap().take() {
+            r.complete_with_information(NtStatus::SUCCESS, 1);
+        }
+    });
+    assert!(dpc.insert());
+    assert_eq!(wait(first).status, NtStatus::SUCCESS);
+    assert_eq!(wait(second).status, NtStatus::SUCCESS);
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].irql, Irql::Passive);
+    assert!(
+        log[1].thread.starts_with("nt-worker"),
+        "{:?}",
+        log[1].thread
+    );
+    assert!(q.stats().deferred_irql >= 1);
+}
