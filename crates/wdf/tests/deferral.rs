@@ -267,30 +267,26 @@ fn completing_a_passive_queues_request_at_dispatch_level_defers_the_next_to_a_wo
         "defer-complete-dispatch",
         ObjectAttributes::level(ExecutionLevel::Passive),
     );
-    let (q, log) = {
-        let held: Arc<Mutex<Option<wdf::Request>>> = Arc::default();
-        let log: Log = Arc::default();
-        let mut cfg = QueueConfig::new(DispatchType::Sequential);
-        cfg.default_queue = true;
-        let (hd, l) = (held.clone(), log.clone());
-        cfg.io_read(move |_cx, req, len| {
-            l.lock().unwrap().push(Seen {
-                irql: irql::current(),
-                issued_at: req.issued_at(),
-                thread: thread_name(),
-                thread_id: nt::thread::current_id(),
-                offset: req.parameters().offset,
-            });
-            if req.parameters().offset == 0 {
-                *hd.lock().unwrap() = Some(req);
-            } else {
-                req.complete_with_information(NtStatus::SUCCESS, len);
-            }
+    let held: Arc<Mutex<Option<wdf::Request>>> = Arc::default();
+    let log: Log = Arc::default();
+    let mut cfg = QueueConfig::new(DispatchType::Sequential);
+    cfg.default_queue = true;
+    let (hd, l) = (held.clone(), log.clone());
+    cfg.io_read(move |_cx, req, len| {
+        l.lock().unwrap().push(Seen {
+            irql: irql::current(),
+            issued_at: req.issued_at(),
+            thread: thread_name(),
+            thread_id: nt::thread::current_id(),
+            offset: req.parameters().offset,
         });
-        let q = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
-        ((q, held), log)
-    };
-    let (q, held) = q;
+        if req.parameters().offset == 0 {
+            *hd.lock().unwrap() = Some(req);
+        } else {
+            req.complete_with_information(NtStatus::SUCCESS, len);
+        }
+    });
+    let q = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
     let h = kernel.io().open("defer-complete-dispatch").unwrap();
     let first = h.submit(read_op(0, 1));
     let second = h.submit(read_op(1, 1));

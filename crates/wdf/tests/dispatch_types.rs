@@ -363,3 +363,78 @@ fn retrieve_by_file_object_takes_that_handles_first_request() {
         assert_eq!(wait(p).status, NtStatus::SUCCESS);
     }
 }
+
+#[test]
+fn retrieve_matching_finds_a_request_by_its_parameters() {
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let dev = device(&driver, "dt-matching", ObjectAttributes::default());
+    let mut cfg = QueueConfig::new(DispatchType::Manual);
+    cfg.default_queue = true;
+    let q = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
+    let h = kernel.io().open("dt-matching").unwrap();
+    let pending: Vec<_> = (0..3).map(|i| h.submit(read_op(i * 10, 1))).collect();
+
+    assert_eq!(
+        q.retrieve_matching(|p| p.offset == 99).unwrap_err(),
+        NtStatus::NOT_FOUND
+    );
+    let r = q.retrieve_matching(|p| p.offset == 10).unwrap();
+    assert_eq!(r.parameters().offset, 10);
+    r.complete_with_information(NtStatus::SUCCESS, 1);
+    for want in [0, 20] {
+        let r = q.retrieve_next_request().unwrap();
+        assert_eq!(r.parameters().offset, want);
+        r.complete_with_information(NtStatus::SUCCESS, 1);
+    }
+    for p in pending {
+        assert_eq!(wait(p).status, NtStatus::SUCCESS);
+    }
+}
+
+#[test]
+fn a_request_cancelled_in_a_manual_queue_is_completed_cancelled() {
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let dev = device(&driver, "dt-manual-cancel", ObjectAttributes::default());
+    let mut cfg = QueueConfig::new(DispatchType::Manual);
+    cfg.default_queue = true;
+    let q = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
+    let h = kernel.io().open("dt-manual-cancel").unwrap();
+    let a = h.submit(read_op(1, 1));
+    let b = h.submit(read_op(2, 1));
+    a.cancel();
+    assert_eq!(wait(a).status, NtStatus::CANCELLED);
+    assert_eq!(q.pending_count(), 1);
+    let r = q.retrieve_next_request().unwrap();
+    assert_eq!(r.parameters().offset, 2);
+    r.complete_with_information(NtStatus::SUCCESS, 1);
+    assert_eq!(wait(b).status, NtStatus::SUCCESS);
+}
+
+#[test]
+fn requeueing_a_cancelled_request_completes_it_cancelled() {
+    // Spec §5.4: inserting an already-cancelled request into a queue completes it with
+    // STATUS_CANCELLED; the requeue call itself succeeds (§5.9).
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let dev = device(&driver, "dt-requeue-cancelled", ObjectAttributes::default());
+    let mut cfg = QueueConfig::new(DispatchType::Manual);
+    cfg.default_queue = true;
+    let q = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
+    let h = kernel.io().open("dt-requeue-cancelled").unwrap();
+    let p = h.submit(read_op(0, 1));
+    let r = q.retrieve_next_request().unwrap();
+    p.cancel(); // driver-owned: only recorded
+    assert!(r.is_canceled());
+    assert!(!p.is_complete());
+    r.requeue().expect("requeue succeeds");
+    let c = wait(p);
+    assert_eq!(c.status, NtStatus::CANCELLED);
+    assert_eq!(q.pending_count(), 0);
+    assert_eq!(q.driver_owned_count(), 0);
+    assert_eq!(
+        q.retrieve_next_request().unwrap_err(),
+        NtStatus::NO_MORE_ENTRIES
+    );
+}
