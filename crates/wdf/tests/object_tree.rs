@@ -201,3 +201,24 @@ fn typed_contexts_are_retrievable() {
     driver.header().add_context(Arc::new(Absent)).unwrap();
     assert!(driver.header().context::<Absent>().is_some());
 }
+
+#[test]
+fn unload_cancels_requests_still_queued() {
+    // Spec §5.12: deleting a queue purges it; a client waiting on a queued request is not left
+    // hanging, even though the driver still holds a reference to the queue.
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let dev = device(&driver, "tree-purge", ObjectAttributes::default());
+    let mut cfg = QueueConfig::new(DispatchType::Manual);
+    cfg.default_queue = true;
+    let q = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
+    let h = kernel.io().open("tree-purge").unwrap();
+    let pending: Vec<_> = (0..3).map(|i| h.submit(read_op(i, 1))).collect();
+    assert_eq!(q.pending_count(), 3);
+
+    driver.unload();
+    for p in pending {
+        assert_eq!(wait(p).status, NtStatus::CANCELLED);
+    }
+    assert_eq!(q.pending_count(), 0);
+}
