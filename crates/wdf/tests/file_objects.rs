@@ -277,3 +277,68 @@ fn closing_a_handle_cancels_only_its_queued_requests() {
     assert_eq!(q.pending_count(), 0);
     drop(h2);
 }
+
+#[test]
+fn device_scope_file_callbacks_are_serialized_with_queue_callbacks() {
+    const ROUNDS: usize = 60;
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let inflight = Arc::new(InFlight::default());
+    let spin = std::time::Duration::from_micros(30);
+    let mut files = FileObjectConfig::default();
+    files.attributes = Some(ObjectAttributes::default()); // inherit the device's Device scope
+    let f = inflight.clone();
+    files.on_create(move |_t, _f| {
+        let _g = f.enter();
+        spin_for(spin);
+        NtStatus::SUCCESS
+    });
+    let f = inflight.clone();
+    files.on_cleanup(move |_t, _f| {
+        let _g = f.enter();
+        spin_for(spin);
+    });
+    let f = inflight.clone();
+    files.on_close(move |_t, _f| {
+        let _g = f.enter();
+        spin_for(spin);
+    });
+    let mut init = DeviceInit::new("file-serialized");
+    init.attributes(ObjectAttributes::scope(SyncScope::Device).with_level(ExecutionLevel::Passive));
+    init.file_object(files);
+    let dev = driver.create_device(init).unwrap();
+    let mut cfg = QueueConfig::new(DispatchType::Parallel);
+    cfg.default_queue = true;
+    let f = inflight.clone();
+    cfg.io_read(move |_cx, req, len| {
+        let g = f.enter();
+        spin_for(spin);
+        drop(g);
+        req.complete_with_information(NtStatus::SUCCESS, len);
+    });
+    dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
+
+    let reader = kernel.io().open("file-serialized").unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let kernel = &kernel;
+            s.spawn(move || {
+                for _ in 0..ROUNDS {
+                    let h = kernel.io().open("file-serialized").unwrap();
+                    assert_eq!(h.close(), NtStatus::SUCCESS);
+                }
+            });
+            let reader = &reader;
+            s.spawn(move || {
+                for _ in 0..ROUNDS {
+                    assert_eq!(read(reader, 0, 1).status, NtStatus::SUCCESS);
+                }
+            });
+        }
+    });
+    assert_eq!(
+        inflight.max(),
+        1,
+        "file callbacks with Device scope share the device lock with the queue callbacks"
+    );
+}
