@@ -282,3 +282,38 @@ fn callback_tokens_reach_exactly_their_scope_data() {
     );
     assert_eq!(ioctl(&h, 0, vec![], 0).status, NtStatus::SUCCESS);
 }
+
+#[test]
+fn acquiring_another_lock_inside_a_callback_is_allowed() {
+    // Only re-acquiring the lock the thread already holds is fatal (spec §2.5): a Queue-scope
+    // callback may take the device's lock to reach device-wide data.
+    verifier_record();
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let mut init = DeviceInit::new("lock-other");
+    init.attributes(ObjectAttributes::scope(SyncScope::Queue));
+    init.context(|dev| Counter {
+        value: dev.scope_locked(0),
+    });
+    let dev = driver.create_device(init).unwrap();
+    let mut cfg = QueueConfig::new(DispatchType::Parallel);
+    cfg.default_queue = true;
+    cfg.io_read(|cx, req, len| {
+        assert!(cx.scope().is_some(), "Queue scope lends the queue's token");
+        let device = cx.queue().device().unwrap();
+        let ctx = device.context::<Counter>().unwrap();
+        let mut token = device.acquire_lock().unwrap();
+        *ctx.value.get(&mut token) += 1;
+        drop(token);
+        req.complete_with_information(NtStatus::SUCCESS, len);
+    });
+    dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
+    let h = kernel.io().open("lock-other").unwrap();
+    for _ in 0..3 {
+        assert_eq!(read(&h, 0, 1).status, NtStatus::SUCCESS);
+    }
+    let ctx = dev.context::<Counter>().unwrap();
+    assert_eq!(*ctx.value.get(&mut dev.acquire_lock().unwrap()), 3);
+    assert_eq!(verifier::count(&rules::WDF_RECURSIVE_LOCK), 0);
+    assert_eq!(verifier::count(&rules::CALLBACK_PANICKED), 0);
+}

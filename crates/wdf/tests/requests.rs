@@ -139,6 +139,10 @@ fn information_larger_than_the_buffer_is_clamped_and_reported() {
         req.output_buffer(len).unwrap().fill(0xAB);
         req.complete_with_information(NtStatus::SUCCESS, len + 100);
     });
+    cfg.io_write(|_cx, req, len| req.complete_with_information(NtStatus::SUCCESS, len + 1));
+    cfg.io_device_control(|_cx, req, out, _inp, _code| {
+        req.complete_with_information(NtStatus::SUCCESS, out + 5)
+    });
     let q = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
     let h = kernel.io().open("req-info-mismatch").unwrap();
     let c = read(&h, 0, 4);
@@ -149,7 +153,14 @@ fn information_larger_than_the_buffer_is_clamped_and_reported() {
     );
     assert_eq!(c.data, vec![0xAB; 4]);
     assert_eq!(verifier::count(&rules::INFORMATION_LENGTH_MISMATCH), 1);
-    assert_eq!(q.stats().completed, 1);
+    // Writes: the limit is the data written; control requests: the output buffer.
+    let c = write(&h, 0, vec![1; 3]);
+    assert_eq!((c.status, c.information), (NtStatus::SUCCESS, 3));
+    assert_eq!(verifier::count(&rules::INFORMATION_LENGTH_MISMATCH), 2);
+    let c = ioctl(&h, 1, vec![], 2);
+    assert_eq!((c.status, c.information), (NtStatus::SUCCESS, 2));
+    assert_eq!(verifier::count(&rules::INFORMATION_LENGTH_MISMATCH), 3);
+    assert_eq!(q.stats().completed, 3);
 }
 
 #[test]

@@ -455,3 +455,56 @@ fn scope_none_sequential_queue_presents_one_request_at_a_time() {
     assert_eq!(with_token.load(Ordering::SeqCst), 0);
     assert_eq!(q.stats().completed, (THREADS * PER_THREAD) as u64);
 }
+
+#[test]
+fn device_scope_parallel_queue_lets_the_driver_own_many_requests() {
+    // Spec §9.3: the lock covers one callback, not the request: a parallel queue under Device
+    // scope presents every request (one callback at a time) while the driver keeps them all.
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 10;
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let dev = device(
+        &driver,
+        "sync-devscope-owned",
+        ObjectAttributes::scope(SyncScope::Device),
+    );
+    let inflight = Arc::new(InFlight::default());
+    let held: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let mut cfg = QueueConfig::new(DispatchType::Parallel);
+    cfg.default_queue = true;
+    let (f, hd) = (inflight.clone(), held.clone());
+    cfg.io_read(move |_cx, req, _len| {
+        let _g = f.enter();
+        spin_for(SPIN);
+        hd.lock().unwrap().push(req);
+    });
+    let q = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
+    let h = kernel.io().open("sync-devscope-owned").unwrap();
+    let pending: Vec<_> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let h = &h;
+                s.spawn(move || {
+                    (0..PER_THREAD)
+                        .map(|_| h.submit(read_op(0, 1)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
+    assert_eq!(q.driver_owned_count(), THREADS * PER_THREAD);
+    assert_eq!(q.pending_count(), 0);
+    assert_eq!(inflight.max(), 1);
+    let all = std::mem::take(&mut *held.lock().unwrap());
+    for r in all {
+        r.complete_with_information(NtStatus::SUCCESS, 1);
+    }
+    for p in pending {
+        assert_eq!(wait(p).status, NtStatus::SUCCESS);
+    }
+}
