@@ -200,11 +200,12 @@ impl Device {
             let ctx = make(&device);
             device.header.add_context_dyn(ctx);
         }
-        driver.header().add_child(device.header.clone());
+        // Register first: a name collision must leave nothing behind in the object tree.
         driver
             .kernel()
             .io()
             .create_device(&init.name, device.clone())?;
+        driver.header().add_child(device.header.clone());
         Ok(device)
     }
 
@@ -418,7 +419,7 @@ impl Device {
             .unwrap_or(NtStatus::INTERNAL_ERROR),
             None => NtStatus::SUCCESS,
         };
-        irp.complete(status, 0);
+        irp.complete(crate::request::translate_status(status), 0);
     }
 
     fn on_file(&self, irp: Irp, kind: CallbackKind) {

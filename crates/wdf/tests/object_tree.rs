@@ -222,3 +222,31 @@ fn unload_cancels_requests_still_queued() {
     }
     assert_eq!(q.pending_count(), 0);
 }
+
+#[test]
+fn a_device_whose_name_collides_leaves_nothing_in_the_tree() {
+    let kernel = kernel();
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let driver = driver(&kernel);
+    let mut first = DeviceInit::new("tree-collide");
+    first.attributes(cleanup(&log, "first", Arc::new(OnceLock::new())));
+    driver.create_device(first).unwrap();
+    let mut second = DeviceInit::new("tree-collide");
+    second.attributes(cleanup(&log, "second", Arc::new(OnceLock::new())));
+    assert_eq!(
+        driver.create_device(second).unwrap_err(),
+        NtStatus::OBJECT_NAME_COLLISION
+    );
+    driver.unload();
+    let names: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, _, _)| n.clone())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["first".to_string()],
+        "the failed device's cleanup must never run"
+    );
+}
