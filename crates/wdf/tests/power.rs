@@ -1,0 +1,297 @@
+//! Power-managed queues (spec §5.11): `EvtIoStop` on power-down with `StopAction::Suspend`, the
+//! two acknowledgements (requeue, keep → `EvtIoResume`), no presentation while powered down, a
+//! queue without `EvtIoStop` waiting for its driver-owned requests, retrieval while powered
+//! down, and the PASSIVE_LEVEL requirement.
+
+mod support4;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use nt::NtStatus;
+use nt::io::Handle;
+use nt::irql::{self, Irql};
+use wdf::{
+    Device, DispatchType, ObjectAttributes, Queue, QueueConfig, StopAction, StopNotice, SyncScope,
+};
+
+use support4::*;
+
+/// How the driver answers `EvtIoStop`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    Requeue,
+    Keep,
+}
+
+/// A parallel, Queue-scope, power-managed queue whose read callback keeps requests, with
+/// `EvtIoStop` answering `answer` and `EvtIoResume` recording ids.
+struct PowerFixture {
+    _kernel: nt::Kernel,
+    device: Arc<Device>,
+    queue: Arc<Queue>,
+    held: Arc<Held>,
+    handle: Handle,
+    /// Presentations per request id.
+    presented: Arc<Mutex<HashMap<u64, usize>>>,
+    /// `EvtIoStop` notices, and whether each had a scope token.
+    stops: Arc<Mutex<Vec<(StopNotice, bool)>>>,
+    /// `EvtIoResume` ids.
+    resumes: Arc<Mutex<Vec<u64>>>,
+}
+
+fn power_fixture(name: &str, answer: Answer) -> PowerFixture {
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let device = device(&driver, name, ObjectAttributes::scope(SyncScope::Queue));
+    let held = Arc::new(Held::default());
+    let presented: Arc<Mutex<HashMap<u64, usize>>> = Arc::default();
+    let stops: Arc<Mutex<Vec<(StopNotice, bool)>>> = Arc::default();
+    let resumes: Arc<Mutex<Vec<u64>>> = Arc::default();
+
+    let mut cfg = QueueConfig::new(DispatchType::Parallel);
+    cfg.default_queue = true;
+    let (h, p) = (held.clone(), presented.clone());
+    cfg.io_read(move |_cx, req, _len| {
+        *p.lock().unwrap().entry(req.id()).or_default() += 1;
+        h.push(req);
+    });
+    let (h, s) = (held.clone(), stops.clone());
+    cfg.io_stop(move |cx, notice| {
+        s.lock().unwrap().push((notice, cx.scope().is_some()));
+        match answer {
+            Answer::Requeue => {
+                let req = h
+                    .take(notice.request)
+                    .expect("EvtIoStop for a held request");
+                req.stop_acknowledge_requeue()
+                    .expect("acknowledge with requeue");
+            }
+            Answer::Keep => {
+                h.with(notice.request, |req| req.stop_acknowledge())
+                    .expect("EvtIoStop for a held request");
+            }
+        }
+    });
+    let r = resumes.clone();
+    cfg.io_resume(move |_cx, id| r.lock().unwrap().push(id));
+    let queue = device
+        .create_queue(cfg, ObjectAttributes::default())
+        .unwrap();
+    let handle = kernel.io().open(name).unwrap();
+    PowerFixture {
+        _kernel: kernel,
+        device,
+        queue,
+        held,
+        handle,
+        presented,
+        stops,
+        resumes,
+    }
+}
+
+fn power_down(device: &Arc<Device>) -> Result<(), NtStatus> {
+    let d = device.clone();
+    within("Device::power_down", move || d.power_down())
+}
+
+fn power_up(device: &Arc<Device>) -> Result<(), NtStatus> {
+    let d = device.clone();
+    within("Device::power_up", move || d.power_up())
+}
+
+/// Rule: power-down calls `EvtIoStop` (serialized) once for each driver-owned request with
+/// `StopAction::Suspend`; a request acknowledged with requeue goes back to the queue and is
+/// presented again after power-up.
+#[test]
+fn io_stop_requeue_acknowledged_request_is_presented_again_after_power_up() {
+    let f = power_fixture("pw-stop-requeue", Answer::Requeue);
+    let p1 = f.handle.submit(read_op(4));
+    let p2 = f.handle.submit(read_op(4));
+    f.held.wait_for(2);
+
+    power_down(&f.device).unwrap();
+    {
+        let stops = f.stops.lock().unwrap();
+        let mut ids: Vec<u64> = stops.iter().map(|(n, _)| n.request).collect();
+        ids.sort_unstable();
+        let mut expected = vec![p1.id(), p2.id()];
+        expected.sort_unstable();
+        assert_eq!(ids, expected, "one EvtIoStop per driver-owned request");
+        for (n, token) in stops.iter() {
+            assert_eq!(n.action, StopAction::Suspend);
+            assert!(!n.cancelable);
+            assert!(*token, "EvtIoStop is serialized by the scope lock");
+        }
+    }
+    let st = f.queue.status();
+    assert!(!st.powered_on, "{st:?}");
+    assert_eq!((st.queued, st.driver_owned), (2, 0), "requeued, not owned");
+    assert!(!p1.is_complete() && !p2.is_complete());
+
+    power_up(&f.device).unwrap();
+    f.held.wait_for(2);
+    {
+        let presented = f.presented.lock().unwrap();
+        assert_eq!(presented[&p1.id()], 2, "presented again after power-up");
+        assert_eq!(presented[&p2.id()], 2);
+    }
+    assert!(f.resumes.lock().unwrap().is_empty(), "nothing was kept");
+    while let Some(r) = f.held.pop() {
+        r.complete_with_information(NtStatus::SUCCESS, 4);
+    }
+    assert_eq!(wait(p1).status, NtStatus::SUCCESS);
+    assert_eq!(wait(p2).status, NtStatus::SUCCESS);
+}
+
+/// Rule: a request acknowledged without requeue stays driver-owned across the power-down and
+/// the driver gets `EvtIoResume` with its id after power-up.
+#[test]
+fn io_stop_keep_acknowledged_request_gets_io_resume_after_power_up() {
+    let f = power_fixture("pw-stop-keep", Answer::Keep);
+    let p = f.handle.submit(read_op(4));
+    f.held.wait_for(1);
+
+    power_down(&f.device).unwrap();
+    assert_eq!(f.stops.lock().unwrap().len(), 1);
+    let st = f.queue.status();
+    assert!(!st.powered_on);
+    assert_eq!((st.queued, st.driver_owned), (0, 1), "kept by the driver");
+    assert!(
+        f.resumes.lock().unwrap().is_empty(),
+        "no resume before power-up"
+    );
+
+    power_up(&f.device).unwrap();
+    assert_eq!(*f.resumes.lock().unwrap(), vec![p.id()]);
+    assert_eq!(
+        f.presented.lock().unwrap()[&p.id()],
+        1,
+        "not presented again"
+    );
+    let r = f.held.pop().unwrap();
+    r.complete_with_information(NtStatus::SUCCESS, 4);
+    assert_eq!(wait(p).status, NtStatus::SUCCESS);
+}
+
+/// Rule: while powered down a power-managed queue presents nothing; arrivals are queued and
+/// presented after power-up.
+#[test]
+fn no_requests_presented_while_powered_down() {
+    let f = power_fixture("pw-no-present", Answer::Requeue);
+    power_down(&f.device).unwrap();
+    assert!(
+        f.stops.lock().unwrap().is_empty(),
+        "nothing was driver-owned"
+    );
+
+    let pending: Vec<_> = (0..3).map(|_| f.handle.submit(read_op(4))).collect();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(f.queue.stats().presented, 0, "presented while powered down");
+    assert_eq!(f.queue.status().queued, 3);
+    assert!(f.held.is_empty());
+
+    power_up(&f.device).unwrap();
+    f.held.wait_for(3);
+    while let Some(r) = f.held.pop() {
+        r.complete(NtStatus::SUCCESS);
+    }
+    for p in pending {
+        assert_eq!(wait(p).status, NtStatus::SUCCESS);
+    }
+}
+
+/// Rule: a power-managed queue without `EvtIoStop` makes power-down wait until its driver-owned
+/// requests are completed.
+#[test]
+fn power_down_without_io_stop_waits_for_driver_owned_requests() {
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let device = device(&driver, "pw-no-io-stop", ObjectAttributes::default());
+    let held = Arc::new(Held::default());
+    let mut cfg = QueueConfig::new(DispatchType::Parallel);
+    cfg.default_queue = true;
+    let h = held.clone();
+    cfg.io_read(move |_cx, req, _len| h.push(req));
+    let queue = device
+        .create_queue(cfg, ObjectAttributes::default())
+        .unwrap();
+    let handle = kernel.io().open("pw-no-io-stop").unwrap();
+
+    let p = handle.submit(read_op(4));
+    held.wait_for(1);
+
+    let (tx, rx) = mpsc::channel();
+    let d = device.clone();
+    let downer = std::thread::spawn(move || {
+        let r = d.power_down();
+        tx.send(r).unwrap();
+    });
+    // Rendezvous: the power-down has begun once the queue reports it is no longer on.
+    eventually("power-down started", || !queue.status().powered_on);
+    assert!(
+        rx.recv_timeout(Duration::from_millis(50)).is_err(),
+        "power-down returned while the driver still owned a request"
+    );
+    let r = held.pop().unwrap();
+    r.complete_with_information(NtStatus::SUCCESS, 4);
+    let result = rx
+        .recv_timeout(TIMEOUT)
+        .expect("power-down did not return after the request completed");
+    assert_eq!(result, Ok(()));
+    downer.join().unwrap();
+    assert_eq!(wait(p).status, NtStatus::SUCCESS);
+    power_up(&device).unwrap();
+}
+
+/// Rule: retrieving from a powered-down manual queue fails with `STATUS_WDF_PAUSED`.
+#[test]
+fn retrieve_while_powered_down_is_wdf_paused() {
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let device = device(&driver, "pw-retrieve", ObjectAttributes::default());
+    let mut cfg = QueueConfig::new(DispatchType::Manual);
+    cfg.default_queue = true;
+    let queue = device
+        .create_queue(cfg, ObjectAttributes::default())
+        .unwrap();
+    let handle = kernel.io().open("pw-retrieve").unwrap();
+
+    let p = handle.submit(read_op(4));
+    power_down(&device).unwrap();
+    assert_eq!(
+        queue.retrieve_next_request().unwrap_err(),
+        NtStatus::WDF_PAUSED
+    );
+    power_up(&device).unwrap();
+    let r = queue.retrieve_next_request().unwrap();
+    assert_eq!(r.id(), p.id());
+    r.complete(NtStatus::SUCCESS);
+    assert_eq!(wait(p).status, NtStatus::SUCCESS);
+}
+
+/// Rule: power transitions need PASSIVE_LEVEL; at DISPATCH_LEVEL they fail with
+/// `STATUS_INVALID_DEVICE_REQUEST` and leave the queues powered.
+#[test]
+fn power_down_at_dispatch_is_invalid_device_request() {
+    let f = power_fixture("pw-dispatch", Answer::Requeue);
+    let r = {
+        let _g = irql::raise(Irql::Dispatch);
+        f.device.power_down()
+    };
+    assert_eq!(r, Err(NtStatus::INVALID_DEVICE_REQUEST));
+    assert!(f.queue.status().powered_on);
+    let r = {
+        let _g = irql::raise(Irql::Dispatch);
+        f.device.power_up()
+    };
+    assert_eq!(r, Err(NtStatus::INVALID_DEVICE_REQUEST));
+
+    // Still fully working.
+    let p = f.handle.submit(read_op(4));
+    f.held.wait_for(1);
+    f.held.pop().unwrap().complete(NtStatus::SUCCESS);
+    assert_eq!(wait(p).status, NtStatus::SUCCESS);
+}
