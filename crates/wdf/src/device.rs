@@ -25,7 +25,7 @@ use crate::object::{ObjectAttributes, ObjectHeader};
 use crate::observe::CallbackKind;
 use crate::power::StopAction;
 use crate::queue::{Queue, QueueConfig};
-use crate::request::{Request, RequestType};
+use crate::request::{QueueRef, Request, RequestType};
 use crate::sync::constraints::{self, LockOwner, ObjectKind, Resolved};
 use crate::sync::{CallbackLock, LockOrder, ScopeLocked, ScopeToken};
 
@@ -159,6 +159,8 @@ pub struct Device {
     lock: CallbackLock,
     files: FileObjects,
     routes: RwLock<Routes>,
+    /// Bumped on every routing change; handles rebuild their route table when it moves.
+    route_generation: AtomicU64,
 }
 
 #[derive(Default)]
@@ -166,6 +168,35 @@ struct Routes {
     default: Option<Arc<Queue>>,
     by_type: [Option<Arc<Queue>>; RequestType::COUNT],
     queues: Vec<Arc<Queue>>,
+}
+
+impl Routes {
+    fn table(&self) -> RouteTable {
+        RouteTable {
+            queues: std::array::from_fn(|i| {
+                self.by_type[i].clone().or_else(|| self.default.clone())
+            }),
+        }
+    }
+}
+
+/// Which queue receives each request type, as one handle sees it.
+///
+/// Every open handle keeps its own copy, so taking a reference to it per request touches a
+/// reference count no other handle shares (see `Request`'s queue reference).
+pub(crate) struct RouteTable {
+    queues: [Option<Arc<Queue>>; RequestType::COUNT],
+}
+
+impl RouteTable {
+    pub(crate) fn queue(&self, index: usize) -> Option<&Arc<Queue>> {
+        self.queues[index].as_ref()
+    }
+}
+
+/// What the framework keeps in each file object it created.
+struct FileState {
+    routes: parking_lot::Mutex<(u64, Arc<RouteTable>)>,
 }
 
 impl Device {
@@ -195,6 +226,7 @@ impl Device {
                 config: std::mem::take(&mut file_config),
             },
             routes: RwLock::new(Routes::default()),
+            route_generation: AtomicU64::new(0),
         });
         for make in init.contexts {
             let ctx = make(&device);
@@ -280,6 +312,7 @@ impl Device {
             r.default = Some(queue.clone());
         }
         r.queues.push(queue.clone());
+        self.route_generation.fetch_add(1, Ordering::Release);
         Ok(queue)
     }
 
@@ -307,6 +340,7 @@ impl Device {
             return Err(NtStatus::INVALID_DEVICE_REQUEST);
         }
         *slot = Some(queue.clone());
+        self.route_generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -390,13 +424,21 @@ impl Device {
         r.default = None;
         r.by_type = Default::default();
         r.queues.clear();
+        self.route_generation.fetch_add(1, Ordering::Release);
     }
 
-    fn route(&self, kind: RequestType) -> Option<Arc<Queue>> {
-        let r = self.routes.read();
-        r.by_type[kind.index()]
-            .clone()
-            .or_else(|| r.default.clone())
+    /// The route table for a request on `file`: the handle's own copy, rebuilt if routing
+    /// changed since it was made.
+    fn routes_for(&self, file: &FileObject) -> Arc<RouteTable> {
+        let generation = self.route_generation.load(Ordering::Acquire);
+        if let Some(state) = file.context().and_then(|c| c.downcast_ref::<FileState>()) {
+            let mut cached = state.routes.lock();
+            if cached.0 != generation {
+                *cached = (generation, Arc::new(self.routes.read().table()));
+            }
+            return cached.1.clone();
+        }
+        Arc::new(self.routes.read().table())
     }
 
     fn file_lock(&self) -> Option<&CallbackLock> {
@@ -419,6 +461,13 @@ impl Device {
             .unwrap_or(NtStatus::INTERNAL_ERROR),
             None => NtStatus::SUCCESS,
         };
+        if status.is_success() {
+            let generation = self.route_generation.load(Ordering::Acquire);
+            let table = Arc::new(self.routes.read().table());
+            let _ = irp.file().set_context(Arc::new(FileState {
+                routes: parking_lot::Mutex::new((generation, table)),
+            }));
+        }
         irp.complete(crate::request::translate_status(status), 0);
     }
 
@@ -448,13 +497,20 @@ impl IrpHandler for Device {
             MajorFunction::Create => self.on_create(irp),
             MajorFunction::Cleanup => self.on_file(irp, CallbackKind::FileCleanup),
             MajorFunction::Close => self.on_file(irp, CallbackKind::FileClose),
-            major => match self.route(RequestType::of(major)) {
-                Some(queue) => {
-                    let req = Request::new(irp, queue.clone());
-                    let _ = queue.dispatch_events(crate::queue::Event::Arrival(req));
+            major => {
+                let index = RequestType::of(major).index();
+                let table = self.routes_for(irp.file());
+                // A second reference to the handle's own table (no shared count is touched)
+                // keeps the queue reachable while the request moves in.
+                let keep = table.clone();
+                match keep.queue(index) {
+                    Some(queue) => {
+                        let req = Request::new(irp, QueueRef::Routed(table, index));
+                        let _ = queue.dispatch_events(crate::queue::Event::Arrival(req));
+                    }
+                    None => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
                 }
-                None => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
-            },
+            }
         }
     }
 }

@@ -170,6 +170,7 @@ impl Queue {
                 ids.sort_unstable();
                 p.to_stop = ids.into();
             }
+            self.update_fast(&st);
         }
         let _ = self.dispatch_events(Event::Kick);
         Some(done)
@@ -193,6 +194,7 @@ impl Queue {
                 VecDeque::new()
             };
             p.done = Some(done.clone());
+            self.update_fast(&st);
         }
         let _ = self.dispatch_events(Event::Kick);
         Some(done)

@@ -102,17 +102,38 @@ impl fmt::Display for RequestError {
 
 impl std::error::Error for RequestError {}
 
+/// How a request reaches its queue: through the per-handle route table it arrived by (no shared
+/// reference count is touched per request), or an owned reference once it moves (forward).
+pub(crate) enum QueueRef {
+    /// Entry `index` of a handle's route table (always `Some` for requests built from it).
+    Routed(Arc<crate::device::RouteTable>, usize),
+    /// A queue held directly.
+    Owned(Arc<Queue>),
+}
+
+impl QueueRef {
+    #[inline]
+    pub(crate) fn get(&self) -> &Arc<Queue> {
+        match self {
+            QueueRef::Routed(t, i) => t.queue(*i).expect("a routed request's table entry is set"),
+            QueueRef::Owned(q) => q,
+        }
+    }
+}
+
 /// An I/O request delivered by a queue.
 pub struct Request {
     irp: Option<Irp>,
-    queue: Arc<Queue>,
+    queue: QueueRef,
     kind: RequestType,
     pub(crate) driver_owned: bool,
     pub(crate) presented: bool,
+    /// While driver-owned: the fast-path shard it is counted in (`None`: the locked counter).
+    pub(crate) shard: Option<u8>,
 }
 
 impl Request {
-    pub(crate) fn new(irp: Irp, queue: Arc<Queue>) -> Request {
+    pub(crate) fn new(irp: Irp, queue: QueueRef) -> Request {
         let kind = RequestType::of(irp.major());
         Request {
             irp: Some(irp),
@@ -120,6 +141,7 @@ impl Request {
             kind,
             driver_owned: false,
             presented: false,
+            shard: None,
         }
     }
 
@@ -167,7 +189,7 @@ impl Request {
 
     /// The queue that owns the request now.
     pub fn queue(&self) -> &Arc<Queue> {
-        &self.queue
+        self.queue.get()
     }
 
     /// The file object (handle) the request was sent on. Equivalent to: `WdfRequestGetFileObject`.
@@ -242,7 +264,7 @@ impl Request {
     }
 
     pub(crate) fn set_queue(&mut self, queue: Arc<Queue>) {
-        self.queue = queue;
+        self.queue = QueueRef::Owned(queue);
     }
 
     /// Completes the request on the framework's behalf (never presented, or being cancelled).
@@ -279,7 +301,7 @@ impl Request {
         irp.complete(status, information);
         if self.driver_owned {
             self.driver_owned = false;
-            self.queue.request_completed(id);
+            self.queue.get().request_completed(id, self.shard.take());
         }
     }
 }
@@ -308,7 +330,7 @@ impl Drop for Request {
             self.finish(NtStatus::INTERNAL_ERROR, 0);
         } else {
             let id = self.id();
-            let queue = self.queue.name().to_owned();
+            let queue = self.queue.get().name().to_owned();
             self.finish(NtStatus::CANCELLED, 0);
             verifier::report(
                 &rules::REQUEST_NOT_COMPLETED,
@@ -325,7 +347,7 @@ impl fmt::Debug for Request {
                 .debug_struct("Request")
                 .field("id", &irp.id())
                 .field("kind", &self.kind)
-                .field("queue", &self.queue.name())
+                .field("queue", &self.queue.get().name())
                 .finish(),
             None => f.write_str("Request(completed)"),
         }

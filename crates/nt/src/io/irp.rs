@@ -125,10 +125,31 @@ pub(crate) struct IrpShared {
 
 static NEXT_IRP_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Ids are handed out to threads in blocks, so issuing a request writes no shared cache line.
+const ID_BLOCK: u64 = 1024;
+
+thread_local! {
+    static IDS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+fn next_irp_id() -> u64 {
+    IDS.with(|c| {
+        let (next, end) = c.get();
+        if next < end {
+            c.set((next + 1, end));
+            next
+        } else {
+            let start = NEXT_IRP_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
+            c.set((start + 1, start + ID_BLOCK));
+            start
+        }
+    })
+}
+
 impl IrpShared {
     fn new() -> Arc<IrpShared> {
         Arc::new(IrpShared {
-            id: NEXT_IRP_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_irp_id(),
             slot: Mutex::default(),
             cv: Condvar::new(),
             completed: AtomicBool::new(false),

@@ -152,6 +152,7 @@ impl Request {
             });
         }
         st.cancelled.push_back((self, routine));
+        queue.update_fast(&st);
         drop(st);
         let _ = queue.dispatch_events(Event::Internal);
         Ok(CancelableRequest { id, queue })
@@ -169,6 +170,7 @@ impl Queue {
             };
             let entry = st.cancelable.swap_remove(pos);
             st.cancelled.push_back(entry);
+            self.update_fast(&st);
         }
         let _ = self.dispatch_events(Event::Internal);
     }
@@ -199,6 +201,7 @@ impl Queue {
                 req.driver_owned = true;
                 st.driver_io_count += 1;
                 st.canceled_on_queue.push_back(req);
+                self.update_fast(&st);
                 None
             } else {
                 Some(req)

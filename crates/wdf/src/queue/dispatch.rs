@@ -37,6 +37,7 @@ use nt::NtStatus;
 use nt::irql::{self, Irql};
 use nt::sync::LockGuard;
 
+use super::fast::Shards;
 use super::{Deferral, DispatchType, IoContext, Queue, QueueState};
 use crate::invoke;
 use crate::observe::CallbackKind;
@@ -66,11 +67,21 @@ impl Queue {
     pub(crate) fn dispatch_events(self: &Arc<Self>, event: Event) -> Result<(), Request> {
         // The caller's own IRQL, before the object lock raises it.
         let caller_irql = irql::current();
+        let event = match event {
+            Event::Arrival(r) if self.fast_eligible() => match self.try_fast(r, caller_irql) {
+                None => return Ok(()),
+                Some(r) => Event::Arrival(r),
+            },
+            e => e,
+        };
         let mut st = self.state.lock();
         let mut new = None;
         match event {
             Event::Arrival(r) => {
-                self.counters.arrived.fetch_add(1, Ordering::Relaxed);
+                self.shards
+                    .get(Shards::mine())
+                    .arrived
+                    .fetch_add(1, Ordering::Relaxed);
                 if !st.accepting {
                     drop(st);
                     self.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -83,18 +94,26 @@ impl Queue {
                 if !st.accepting {
                     return Err(r);
                 }
-                self.counters.arrived.fetch_add(1, Ordering::Relaxed);
+                self.shards
+                    .get(Shards::mine())
+                    .arrived
+                    .fetch_add(1, Ordering::Relaxed);
                 new = Some(r);
             }
             Event::Completed(id) => {
                 st.driver_io_count -= 1;
                 st.power.note_gone(id);
-                if st.dispatching > 0 {
+                if self.looping_total(&st) > 0 {
                     return Ok(()); // the thread in the loop will notice
                 }
             }
-            Event::Requeue(r) => {
-                st.driver_io_count -= 1;
+            Event::Requeue(mut r) => {
+                match r.shard.take() {
+                    Some(s) => {
+                        self.shards.get(s).owned.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    None => st.driver_io_count -= 1,
+                }
                 if st.purging {
                     // A purge is in progress: the requeue becomes a cancellation (spec §5.9).
                     drop(st);
@@ -103,12 +122,12 @@ impl Queue {
                 } else {
                     self.insert_pending(&mut st, r, true);
                 }
-                if st.dispatching > 0 {
+                if self.looping_total(&st) > 0 {
                     return Ok(());
                 }
             }
             Event::Internal => {
-                if st.dispatching > 0 {
+                if self.looping_total(&st) > 0 {
                     return Ok(());
                 }
             }
@@ -147,7 +166,10 @@ impl Queue {
                 continue;
             }
             // 3. Stop complete: nothing driver-owned, no other thread in the loop. Not serialized.
-            if st.stop_complete.is_some() && st.dispatching == 1 && st.driver_io_count == 0 {
+            if st.stop_complete.is_some()
+                && self.looping_total(&st) == 1
+                && self.owned_total(&st) == 0
+            {
                 let cb = st.stop_complete.take().expect("checked");
                 st.purging = false;
                 drop(st);
@@ -157,8 +179,8 @@ impl Queue {
             }
             // 4. Purge / drain complete: nothing queued or driver-owned. Serialized.
             if st.purge_complete.is_some()
-                && st.dispatching == 1
-                && st.driver_io_count == 0
+                && self.looping_total(&st) == 1
+                && self.owned_total(&st) == 0
                 && st.pending.is_empty()
                 && new.is_none()
             {
@@ -170,7 +192,7 @@ impl Queue {
                 continue;
             }
             // 6. Power transitions: EvtIoStop / EvtIoResume notifications.
-            let (dispatching, owned) = (st.dispatching, st.driver_io_count);
+            let (dispatching, owned) = (self.looping_total(&st), self.owned_total(&st));
             if let Some(work) = st.power.next_work(dispatching, owned) {
                 drop(st);
                 self.run_power_work(work);
@@ -200,12 +222,12 @@ impl Queue {
             }
             // 11, 12. Sequential and parallel limits.
             match self.config.dispatch_type {
-                DispatchType::Sequential if st.driver_io_count > 0 => break,
+                DispatchType::Sequential if self.owned_total(&st) > 0 => break,
                 DispatchType::Parallel
                     if self
                         .config
                         .parallel_limit
-                        .is_some_and(|l| st.driver_io_count >= l as usize) =>
+                        .is_some_and(|l| self.owned_total(&st) >= l as usize) =>
                 {
                     break;
                 }
@@ -236,7 +258,37 @@ impl Queue {
             self.insert_pending(&mut st, n, false);
         }
         st.dispatching -= 1;
+        self.update_fast(&st);
         Ok(())
+    }
+
+    /// The fast path (see [`super::fast`]): present `r` without the object lock if the queue is
+    /// in its fast state and no deferral rule applies. Gives the request back otherwise.
+    #[inline]
+    fn try_fast(self: &Arc<Self>, mut r: Request, caller_irql: Irql) -> Option<Request> {
+        if !self.fast.load(Ordering::Relaxed)
+            || (self.resolved.passive_callbacks && caller_irql > Irql::Passive)
+            || self.lock.is_owned_by_current_thread()
+        {
+            return Some(r);
+        }
+        let s = Shards::mine();
+        let sh = self.shards.get(s);
+        sh.owned.fetch_add(1, Ordering::SeqCst);
+        sh.looping.fetch_add(1, Ordering::SeqCst);
+        if !self.fast.load(Ordering::SeqCst) {
+            sh.owned.fetch_sub(1, Ordering::SeqCst);
+            sh.looping.fetch_sub(1, Ordering::SeqCst);
+            return Some(r);
+        }
+        sh.arrived.fetch_add(1, Ordering::Relaxed);
+        r.shard = Some(s);
+        self.present(r);
+        sh.looping.fetch_sub(1, Ordering::SeqCst);
+        if !self.fast.load(Ordering::SeqCst) {
+            let _ = self.dispatch_events(Event::Internal);
+        }
+        None
     }
 
     /// Queues `new` (if any) and posts the deferred runner; at most one is queued at a time.
@@ -248,6 +300,7 @@ impl Queue {
         if let Some(n) = new {
             self.insert_pending(&mut st, n, false);
         }
+        self.update_fast(&st);
         drop(st);
         match &self.deferral {
             Deferral::Dpc(d) => {
@@ -291,6 +344,7 @@ impl Queue {
         } else {
             st.pending.push_back(req);
         }
+        self.update_fast(st);
     }
 
     /// Presents one request to the driver (spec §5.6): typed handler, else `EvtIoDefault`, else
@@ -299,7 +353,10 @@ impl Queue {
     fn present(self: &Arc<Self>, mut req: Request) {
         req.driver_owned = true;
         req.presented = true;
-        self.counters.presented.fetch_add(1, Ordering::Relaxed);
+        self.shards
+            .get(Shards::mine())
+            .presented
+            .fetch_add(1, Ordering::Relaxed);
         if self.is_zero_length(&req) {
             req.complete(NtStatus::SUCCESS);
             return;

@@ -23,6 +23,7 @@
 
 mod cancel;
 mod dispatch;
+mod fast;
 mod state;
 
 pub use cancel::CancelableRequest;
@@ -32,7 +33,7 @@ pub use state::{QueueStateCallback, QueueStatus};
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use nt::io::FileObject;
@@ -278,9 +279,6 @@ pub struct QueueStats {
 
 #[derive(Default)]
 pub(crate) struct Counters {
-    arrived: AtomicU64,
-    presented: AtomicU64,
-    completed: AtomicU64,
     deferred_irql: AtomicU64,
     deferred_lock: AtomicU64,
     rejected: AtomicU64,
@@ -342,6 +340,9 @@ pub struct Queue {
     pub(crate) state: SpinLock<QueueState>,
     deferral: Deferral,
     pub(crate) counters: Counters,
+    /// The parallel fast path is open (see [`fast`]).
+    pub(crate) fast: AtomicBool,
+    pub(crate) shards: fast::Shards,
 }
 
 static NEXT_QUEUE: AtomicU64 = AtomicU64::new(0);
@@ -406,8 +407,11 @@ impl Queue {
                 ),
                 deferral,
                 counters: Counters::default(),
+                fast: AtomicBool::new(false),
+                shards: fast::Shards::new(),
             }
         });
+        queue.update_fast(&queue.state.lock());
         device.header().add_child(queue.header.clone());
         Ok(queue)
     }
@@ -464,9 +468,9 @@ impl Queue {
     pub fn stats(&self) -> QueueStats {
         let c = &self.counters;
         QueueStats {
-            arrived: c.arrived.load(Ordering::Relaxed),
-            presented: c.presented.load(Ordering::Relaxed),
-            completed: c.completed.load(Ordering::Relaxed),
+            arrived: self.shards.sum(|s| &s.arrived),
+            presented: self.shards.sum(|s| &s.presented),
+            completed: self.shards.sum(|s| &s.completed),
             deferred_irql: c.deferred_irql.load(Ordering::Relaxed),
             deferred_lock: c.deferred_lock.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
@@ -482,7 +486,8 @@ impl Queue {
 
     /// Requests currently owned by the driver.
     pub fn driver_owned_count(&self) -> usize {
-        self.state.lock().driver_io_count
+        let st = self.state.lock();
+        self.owned_total(&st)
     }
 
     /// Takes the request at the head of a manual (or sequential) queue.
@@ -536,7 +541,10 @@ impl Queue {
             };
             req.driver_owned = true;
             req.presented = true;
-            self.counters.presented.fetch_add(1, Ordering::Relaxed);
+            self.shards
+                .get(fast::Shards::mine())
+                .presented
+                .fetch_add(1, Ordering::Relaxed);
             if self.is_zero_length(&req) {
                 req.complete(NtStatus::SUCCESS);
                 continue;
@@ -565,16 +573,18 @@ impl Queue {
             });
         }
         let id = request.id();
+        let shard = request.shard.take();
         request.driver_owned = false;
         request.set_queue(dest.clone());
         match dest.dispatch_events(Event::Forward(request)) {
             Ok(()) => {
-                source.request_completed_without_count(id);
+                source.release_ownership(id, shard);
                 Ok(())
             }
             Err(mut request) => {
                 request.set_queue(source);
                 request.driver_owned = true;
+                request.shard = shard;
                 Err(RequestError {
                     status: NtStatus::WDF_BUSY,
                     request,
@@ -623,14 +633,28 @@ impl Queue {
 
     /// Called when a driver-owned request of this queue is completed.
     #[inline]
-    pub(crate) fn request_completed(self: &Arc<Self>, id: u64) {
-        self.counters.completed.fetch_add(1, Ordering::Relaxed);
-        let _ = self.dispatch_events(Event::Completed(id));
+    pub(crate) fn request_completed(self: &Arc<Self>, id: u64, shard: Option<u8>) {
+        self.shards
+            .get(fast::Shards::mine())
+            .completed
+            .fetch_add(1, Ordering::Relaxed);
+        self.release_ownership(id, shard);
     }
 
-    /// A driver-owned request left for another queue: same bookkeeping, not counted completed.
-    fn request_completed_without_count(self: &Arc<Self>, id: u64) {
-        let _ = self.dispatch_events(Event::Completed(id));
+    /// A driver-owned request left this queue (completed, forwarded): uncount it where it was
+    /// counted, and let the loop act on the freed slot.
+    fn release_ownership(self: &Arc<Self>, id: u64, shard: Option<u8>) {
+        match shard {
+            Some(s) => {
+                self.shards.get(s).owned.fetch_sub(1, Ordering::SeqCst);
+                if !self.fast.load(Ordering::SeqCst) {
+                    let _ = self.dispatch_events(Event::Internal);
+                }
+            }
+            None => {
+                let _ = self.dispatch_events(Event::Completed(id));
+            }
+        }
     }
 
     /// Cancels every queued request sent on `file` (file cleanup). Equivalent to:

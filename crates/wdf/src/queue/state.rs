@@ -64,6 +64,7 @@ impl Queue {
             if self.config.dispatch_type == DispatchType::Manual && !st.pending.is_empty() {
                 st.became_non_empty = true;
             }
+            self.update_fast(&st);
         }
         let _ = self.dispatch_events(Event::Kick);
     }
@@ -176,6 +177,7 @@ impl Queue {
             st.accepting = false;
             st.purging = true;
             Queue::cancel_all_cancelable(&mut st);
+            self.update_fast(&st);
         }
         self.cancel_all_pending();
         let _ = self.dispatch_events(Event::Kick);
@@ -188,7 +190,7 @@ impl Queue {
             accepting: st.accepting,
             dispatching: st.dispatching_enabled,
             queued: st.pending.len(),
-            driver_owned: st.driver_io_count,
+            driver_owned: self.owned_total(&st),
             powered_on: st.power.is_on(),
         }
     }
@@ -225,6 +227,7 @@ impl Queue {
                 *slot = cb;
             }
             apply(self, &mut st);
+            self.update_fast(&st);
         }
         let _ = self.dispatch_events(Event::Kick);
     }
