@@ -71,6 +71,28 @@ fn pattern(seed: u64, len: u64) -> Vec<u8> {
     (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
+/// Compares two buffers, reporting the first difference instead of both buffers.
+#[track_caller]
+fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        let end = (i + 16).min(got.len());
+        panic!(
+            "{what}: first difference at byte {i}: got {:?}, want {:?}",
+            &got[i..end],
+            &want[i..end]
+        );
+    }
+}
+
+/// Checks that a buffer is all zeros.
+#[track_caller]
+fn assert_zeros(got: &[u8], what: &str) {
+    if let Some(i) = got.iter().position(|&b| b != 0) {
+        panic!("{what}: byte {i} is {} instead of 0", got[i]);
+    }
+}
+
 /// The whole allocation map of `[offset, offset + length)`, asking with room for only
 /// `per_call` extents at a time (continuing from where each answer ends).
 fn extents(h: &Handle, offset: u64, length: u64, per_call: usize) -> Vec<Extent> {
@@ -170,7 +192,8 @@ fn integrity_under_concurrent_io(name: &str, scope: SyncScope, level: ExecutionL
                             write_ok(&h, base + off, data);
                         }
                         4..=5 => {
-                            assert_eq!(read_ok(&h, base + off, len), model[at], "thread {t}");
+                            let got = read_ok(&h, base + off, len);
+                            assert_same(&got, &model[at], &format!("thread {t}: read at {off}"));
                         }
                         6 => {
                             let status = if rng.one_in(2) {
@@ -205,7 +228,8 @@ fn integrity_under_concurrent_io(name: &str, scope: SyncScope, level: ExecutionL
                         }
                     }
                 }
-                assert_eq!(read_ok(&h, base, REGION), model, "thread {t}: final region");
+                let got = read_ok(&h, base, REGION);
+                assert_same(&got, &model, &format!("thread {t}: final region"));
                 assert_eq!(close(h), NtStatus::SUCCESS);
             });
         }
@@ -313,10 +337,14 @@ fn a_64_gib_disk_holds_only_what_was_written() {
     assert_eq!(allocated(&h), MIB);
     assert_eq!(dev.allocated_bytes(), MIB);
     for (i, &off) in offsets.iter().enumerate() {
-        assert_eq!(read_ok(&h, off, CHUNK_SIZE), pattern(i as u64, CHUNK_SIZE));
+        assert_same(
+            &read_ok(&h, off, CHUNK_SIZE),
+            &pattern(i as u64, CHUNK_SIZE),
+            "written",
+        );
     }
     // Reading untouched space returns zeros and allocates nothing.
-    assert!(read_ok(&h, 48 * GIB, MIB).iter().all(|&b| b == 0));
+    assert_zeros(&read_ok(&h, 48 * GIB, MIB), "untouched");
     assert_eq!(allocated(&h), MIB);
 
     let grown = rss_bytes().saturating_sub(before);
@@ -345,7 +373,7 @@ fn a_64_gib_disk_holds_only_what_was_written() {
     // Trimming the whole disk gives all of it back.
     assert_eq!(trim(&h, 0, size), NtStatus::SUCCESS);
     assert_eq!(allocated(&h), 0);
-    assert!(read_ok(&h, 32 * GIB, CHUNK_SIZE).iter().all(|&b| b == 0));
+    assert_zeros(&read_ok(&h, 32 * GIB, CHUNK_SIZE), "trimmed");
     assert_no_violations();
 }
 
@@ -388,10 +416,10 @@ fn flushed_data_survives_a_restart() {
     let config = RamdiskConfig::new(size).with_backing_file(&path);
     let dev = make(&driver, "rd-persist", config);
     let h = kernel.io().open("rd-persist").unwrap();
-    assert_eq!(read_ok(&h, 0, a.len() as u64), a);
-    assert_eq!(read_ok(&h, size - 3 * SECTOR, 3 * SECTOR), b);
-    assert!(read_ok(&h, MIB, CHUNK_SIZE).iter().all(|&x| x == 0));
-    assert!(read_ok(&h, 2 * MIB, 8 * KIB).iter().all(|&x| x == 0));
+    assert_same(&read_ok(&h, 0, a.len() as u64), &a, "flushed a");
+    assert_same(&read_ok(&h, size - 3 * SECTOR, 3 * SECTOR), &b, "flushed b");
+    assert_zeros(&read_ok(&h, MIB, CHUNK_SIZE), "trimmed and flushed");
+    assert_zeros(&read_ok(&h, 2 * MIB, 8 * KIB), "never flushed");
     // Loaded sparsely: `a` spans two chunks, `b` one.
     assert_eq!(dev.allocated_bytes(), 3 * CHUNK_SIZE);
     // Size 0 means "the file's length".
@@ -422,7 +450,7 @@ fn a_flush_sent_at_dispatch_is_deferred_to_passive() {
     assert_eq!(wait(f).status, NtStatus::SUCCESS);
     assert!(dev.flush_queue().stats().deferred_irql >= 1);
     let file = std::fs::read(&path).unwrap();
-    assert_eq!(&file[64 * KIB as usize..68 * KIB as usize], &data[..]);
+    assert_same(&file[64 * KIB as usize..68 * KIB as usize], &data, "file");
     assert_no_violations();
 }
 
@@ -445,9 +473,9 @@ fn trim_zeroes_the_range_and_frees_whole_chunks() {
     assert_eq!(allocated(&h), 2 * CHUNK_SIZE);
     let now = read_ok(&h, 0, 4 * CHUNK_SIZE);
     let (o, e) = (off as usize, (off + len) as usize);
-    assert_eq!(now[..o], data[..o]);
-    assert!(now[o..e].iter().all(|&b| b == 0));
-    assert_eq!(now[e..], data[e..]);
+    assert_same(&now[..o], &data[..o], "before the trim");
+    assert_zeros(&now[o..e], "trimmed");
+    assert_same(&now[e..], &data[e..], "after the trim");
     let map = extents(&h, 0, 4 * CHUNK_SIZE, 8);
     let runs: Vec<_> = map
         .iter()
@@ -476,7 +504,7 @@ fn write_zeroes_zeroes_without_changing_allocation() {
     let h = kernel.io().open("rd-wz").unwrap();
     write_ok(&h, 0, pattern(6, 2 * CHUNK_SIZE));
     assert_eq!(write_zeroes(&h, 0, 2 * CHUNK_SIZE), NtStatus::SUCCESS);
-    assert!(read_ok(&h, 0, 2 * CHUNK_SIZE).iter().all(|&b| b == 0));
+    assert_zeros(&read_ok(&h, 0, 2 * CHUNK_SIZE), "zeroed");
     assert_eq!(allocated(&h), 2 * CHUNK_SIZE);
     // Zeroing never-written space allocates nothing.
     assert_eq!(
@@ -504,7 +532,7 @@ fn a_read_only_disk_refuses_changes() {
     assert!(dev.is_read_only());
     assert_eq!(dev.size(), MIB);
     let h = kernel.io().open("rd-ro").unwrap();
-    assert_eq!(read_ok(&h, 128 * KIB, 8 * KIB), data);
+    assert_same(&read_ok(&h, 128 * KIB, 8 * KIB), &data, "image");
     assert_eq!(dev.allocated_bytes(), CHUNK_SIZE);
     let w = write(&h, 0, vec![1; 512]);
     assert_eq!(
@@ -521,7 +549,7 @@ fn a_read_only_disk_refuses_changes() {
         NtStatus::MEDIA_WRITE_PROTECTED
     );
     assert_eq!(flush(&h).status, NtStatus::SUCCESS);
-    assert_eq!(std::fs::read(&path).unwrap(), image);
+    assert_same(&std::fs::read(&path).unwrap(), &image, "the image file");
 
     // Read-only needs the file to exist.
     let missing = RamdiskConfig::new(MIB)
