@@ -339,22 +339,14 @@ impl Storage {
     }
 
     /// Allocation of `[offset, offset + len)` as alternating extents, at most `max` of them,
-    /// covering a prefix of the range (all of it if `max` suffices).
+    /// covering a prefix of the range (all of it if `max` suffices). The scan stops once `max`
+    /// extents are final, so its cost follows `max`, not the size of the range.
     pub(crate) fn extents(&self, offset: u64, len: u64, max: usize) -> Vec<Extent> {
-        let mut out = Vec::new();
+        let mut out: Vec<Extent> = Vec::new();
         if len == 0 || max == 0 {
             return out;
         }
         let end = offset + len;
-        let first = offset / CHUNK_SIZE;
-        let last = (end - 1) / CHUNK_SIZE;
-        let allocated: Vec<u64> = self
-            .map
-            .lock()
-            .chunks
-            .range(first..=last)
-            .map(|(&i, _)| i)
-            .collect();
         let push = |out: &mut Vec<Extent>, from: u64, to: u64, allocated: bool| {
             let (from, to) = (from.max(offset), to.min(end));
             if from >= to {
@@ -371,14 +363,27 @@ impl Storage {
                 }),
             }
         };
+        let first = offset / CHUNK_SIZE;
+        let last = (end - 1) / CHUNK_SIZE;
         let mut at = first * CHUNK_SIZE;
-        for i in allocated {
-            let start = i * CHUNK_SIZE;
-            push(&mut out, at, start, false);
-            push(&mut out, start, start + CHUNK_SIZE, true);
-            at = start + CHUNK_SIZE;
+        let mut complete = true;
+        {
+            let map = self.map.lock();
+            for &i in map.chunks.range(first..=last).map(|(i, _)| i) {
+                let start = i * CHUNK_SIZE;
+                push(&mut out, at, start, false);
+                push(&mut out, start, start + CHUNK_SIZE, true);
+                at = start + CHUNK_SIZE;
+                // The first `max` extents can no longer change once there is one more.
+                if out.len() > max {
+                    complete = false;
+                    break;
+                }
+            }
         }
-        push(&mut out, at, end, false);
+        if complete {
+            push(&mut out, at, end, false);
+        }
         out.truncate(max);
         out
     }
@@ -515,6 +520,24 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         assert_eq!(s.extents(0, 8 * CHUNK_SIZE, 2).len(), 2);
+    }
+
+    #[test]
+    fn extents_stop_at_max_without_losing_the_prefix() {
+        let s = mem(8 * CHUNK_SIZE);
+        for i in [0, 2, 4, 6] {
+            s.write(i * CHUNK_SIZE, &[1; 512]);
+        }
+        let all = s.extents(0, 8 * CHUNK_SIZE, 100);
+        assert_eq!(all.len(), 8);
+        assert!(
+            all.iter()
+                .enumerate()
+                .all(|(k, e)| e.allocated == (k % 2 == 0))
+        );
+        for max in 1..8 {
+            assert_eq!(s.extents(0, 8 * CHUNK_SIZE, max), all[..max]);
+        }
     }
 
     #[test]
