@@ -1,6 +1,6 @@
 //! The statistics driver of "Understanding Sync Scope in WDF Drivers".
 //!
-//! A device with two queues: a parallel read/write queue and a sequential control queue. Every
+//! A device with two parallel queues, one for reads and writes and one for control requests. Every
 //! `EvtIoRead`, `EvtIoWrite` and `EvtIoDeviceControl` counts its request in a statistics block
 //! (total requests, bytes read, bytes written) and completes it. [`IOCTL_STATS_GET`] returns the
 //! block ([`StatsBlock`], 24 bytes), [`IOCTL_STATS_RESET`] clears it. A request is counted when
@@ -626,7 +626,7 @@ impl StatsDevice {
         &self.read_write_queue
     }
 
-    /// The sequential queue for control requests.
+    /// The parallel queue for control requests.
     pub fn control_queue(&self) -> &Arc<Queue> {
         &self.control_queue
     }
@@ -684,7 +684,7 @@ impl fmt::Debug for StatsDevice {
 }
 
 /// Creates a statistics device named `name`: the device (scope and level from the variant),
-/// a parallel read/write queue, a sequential control queue and, for `passive-device-scope`,
+/// a parallel read/write queue, a parallel control queue and, for `passive-device-scope`,
 /// the snapshot work item. Requests are routed to the queues last, once everything they touch
 /// exists. A name already in use: `STATUS_OBJECT_NAME_COLLISION`.
 pub fn create(
@@ -720,7 +720,7 @@ fn build(device: &Arc<Device>, name: &str, variant: StatsVariant) -> Result<Stat
     rw.io_write(move |cx, req, len| c.on_read_write(cx, req, Count::Write(len as u64), len));
     let read_write_queue = device.create_queue(rw, queue_attrs())?;
 
-    let mut control = QueueConfig::new(DispatchType::Sequential);
+    let mut control = QueueConfig::new(DispatchType::Parallel);
     control.name = Some(format!("{name}-control"));
     let c = ctx.clone();
     control.io_device_control(move |cx, req, out, _in, code| c.on_control(cx, req, out, code));
