@@ -187,6 +187,37 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// A handle that does not keep the kernel running (for objects the kernel itself holds,
+    /// such as devices registered with its I/O manager).
+    pub fn downgrade(&self) -> WeakKernel {
+        WeakKernel {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+}
+
+/// A non-owning handle to a [`Kernel`].
+#[derive(Clone)]
+pub struct WeakKernel {
+    inner: std::sync::Weak<KernelInner>,
+}
+
+impl WeakKernel {
+    /// The kernel, if it is still running.
+    pub fn upgrade(&self) -> Option<Kernel> {
+        self.inner.upgrade().map(|inner| Kernel { inner })
+    }
+}
+
+impl fmt::Debug for WeakKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakKernel")
+            .field("alive", &(self.inner.strong_count() > 0))
+            .finish()
+    }
+}
+
 impl Default for Kernel {
     fn default() -> Self {
         Self::new()

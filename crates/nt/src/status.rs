@@ -76,6 +76,12 @@ statuses! {
     CANCELLED = 0xC000_0120;
     /// The device is busy.
     DEVICE_BUSY = 0x8000_0011;
+    /// The data was too large for the buffer; part of it was returned (a warning).
+    BUFFER_OVERFLOW = 0x8000_0005;
+    /// Access was denied.
+    ACCESS_DENIED = 0xC000_0022;
+    /// The device is not ready.
+    DEVICE_NOT_READY = 0xC000_00A3;
     /// The device is not in a state to accept the request.
     INVALID_DEVICE_STATE = 0xC000_0184;
     /// No more entries (an empty manual queue).

@@ -153,7 +153,10 @@ static NEXT_DEVICE: AtomicU64 = AtomicU64::new(1);
 /// A device. Equivalent to: `WDFDEVICE`.
 pub struct Device {
     id: u64,
-    kernel: Kernel,
+    /// Weak: the kernel's I/O manager holds the device, so a strong handle would keep the
+    /// kernel's threads alive forever.
+    kernel: nt::WeakKernel,
+    driver: std::sync::Weak<Driver>,
     header: Arc<ObjectHeader>,
     resolved: Resolved,
     lock: CallbackLock,
@@ -217,7 +220,8 @@ impl Device {
         let cleanup = init.attributes.cleanup;
         let device = Arc::new(Device {
             id: NEXT_DEVICE.fetch_add(1, Ordering::Relaxed),
-            kernel: driver.kernel().clone(),
+            kernel: driver.kernel().downgrade(),
+            driver: Arc::downgrade(driver),
             header: ObjectHeader::new("device", init.name.clone(), cleanup),
             lock: CallbackLock::new(resolved.lock_flavour, LockOrder::Device, "device"),
             resolved,
@@ -245,8 +249,9 @@ impl Device {
         self.id
     }
 
-    pub(crate) fn kernel(&self) -> &Kernel {
-        &self.kernel
+    /// The kernel the device runs on (`None` once it has shut down).
+    pub(crate) fn kernel(&self) -> Option<Kernel> {
+        self.kernel.upgrade()
     }
 
     /// The name the device is registered under.
@@ -394,7 +399,12 @@ impl Device {
     /// cleanup callbacks of its subtree, children first, with no callback lock held.
     /// Equivalent to: surprise/orderly removal and `WdfObjectDelete(device)`.
     pub fn delete(&self) {
-        let _ = self.kernel.io().delete_device(self.name());
+        if let Some(kernel) = self.kernel() {
+            let _ = kernel.io().delete_device(self.name());
+        }
+        if let Some(driver) = self.driver.upgrade() {
+            driver.forget_device(self.id);
+        }
         let queues = self.queues();
         for q in &queues {
             q.removal_purge();

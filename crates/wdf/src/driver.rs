@@ -65,10 +65,15 @@ impl Driver {
     /// Unloads the driver: deletes every device (children's cleanup callbacks first), then runs
     /// the driver's own cleanup callback. Equivalent to: `EvtDriverUnload` + object teardown.
     pub fn unload(&self) {
-        for d in self.devices.lock().drain(..) {
+        let devices = std::mem::take(&mut *self.devices.lock());
+        for d in devices {
             d.delete();
         }
         self.header.delete();
+    }
+
+    pub(crate) fn forget_device(&self, id: u64) {
+        self.devices.lock().retain(|d| d.id() != id);
     }
 }
 

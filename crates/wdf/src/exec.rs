@@ -99,8 +99,8 @@ impl Parent<'_> {
     fn kernel(&self) -> Option<nt::Kernel> {
         match self {
             Parent::Driver(_) => None,
-            Parent::Device(d) => Some(d.kernel().clone()),
-            Parent::Queue(q) => q.device().map(|d| d.kernel().clone()),
+            Parent::Device(d) => d.kernel(),
+            Parent::Queue(q) => q.device().and_then(|d| d.kernel()),
         }
     }
 
@@ -287,6 +287,12 @@ impl Dpc {
         );
         let e = exec.clone();
         let kdpc = nt::Dpc::new(&kernel, "wdf dpc", move || e.run());
+        let (k, e) = (kdpc.clone(), exec.clone());
+        exec.header.set_dispose(Box::new(move || {
+            if k.remove() {
+                e.unposted();
+            }
+        }));
         Ok(Arc::new(Dpc { exec, kdpc }))
     }
 
@@ -383,7 +389,7 @@ impl fmt::Debug for TimerConfig {
 pub struct Timer {
     exec: Arc<Exec>,
     ktimer: nt::Timer,
-    kernel: nt::Kernel,
+    kernel: nt::WeakKernel,
     passive: bool,
     period: Option<Duration>,
 }
@@ -433,10 +439,15 @@ impl Timer {
             })
         };
         let ktimer = nt::Timer::new(&kernel, kdpc);
+        // Deleting the parent runs the timer down, as WDF does for child timers.
+        let t = ktimer.clone();
+        exec.header.set_dispose(Box::new(move || {
+            t.cancel();
+        }));
         Ok(Arc::new(Timer {
             exec,
             ktimer,
-            kernel,
+            kernel: kernel.downgrade(),
             passive,
             period: config.period,
         }))
@@ -467,7 +478,9 @@ impl Timer {
             if passive_ddi("WdfTimerStop(Wait=TRUE)").is_err() {
                 return false;
             }
-            self.kernel.flush_dpcs();
+            if let Some(k) = self.kernel.upgrade() {
+                k.flush_dpcs();
+            }
             self.exec.wait_idle();
         }
         was

@@ -91,6 +91,8 @@ struct HeaderState {
     state: ObjectState,
     children: Vec<Arc<ObjectHeader>>,
     cleanup: Option<CleanupCallback>,
+    /// The framework's own teardown of the object (a timer's rundown), run before its cleanup.
+    dispose: Option<CleanupCallback>,
     contexts: Vec<Arc<dyn Any + Send + Sync>>,
 }
 
@@ -114,6 +116,7 @@ impl ObjectHeader {
                 state: ObjectState::Created,
                 children: Vec::new(),
                 cleanup,
+                dispose: None,
                 contexts: Vec::new(),
             }),
         })
@@ -162,17 +165,30 @@ impl ObjectHeader {
     }
 
     /// Runs the cleanup callbacks of the subtree, children first; idempotent.
+    /// Sets the framework's own teardown, run when the object is deleted, before its cleanup
+    /// callback.
+    pub(crate) fn set_dispose(&self, f: CleanupCallback) {
+        self.inner.lock().dispose = Some(f);
+    }
+
     pub(crate) fn delete(&self) {
-        let (children, cleanup) = {
+        let (children, cleanup, dispose) = {
             let mut st = self.inner.lock();
             if st.state == ObjectState::Deleted {
                 return;
             }
             st.state = ObjectState::Deleted;
-            (std::mem::take(&mut st.children), st.cleanup.take())
+            (
+                std::mem::take(&mut st.children),
+                st.cleanup.take(),
+                st.dispose.take(),
+            )
         };
         for c in children.iter().rev() {
             c.delete();
+        }
+        if let Some(f) = dispose {
+            f();
         }
         if let Some(f) = cleanup {
             crate::invoke::contained(self.kind, &self.name, "EvtCleanupCallback", f);

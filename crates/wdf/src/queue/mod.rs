@@ -100,6 +100,9 @@ pub type IoCanceledOnQueueHandler = Box<dyn Fn(&mut IoContext<'_>, Request) + Se
 /// `EvtIoQueueState` registered with `WdfIoQueueReadyNotify`: a manual queue became non-empty.
 pub type ReadyNotifyHandler = Arc<dyn Fn(&mut IoContext<'_>) + Send + Sync>;
 
+type QueueContextFactory =
+    Box<dyn FnOnce(&Arc<Queue>) -> Arc<dyn std::any::Any + Send + Sync> + Send + Sync>;
+
 /// A queue's configuration. Equivalent to: `WDF_IO_QUEUE_CONFIG`.
 pub struct QueueConfig {
     /// How requests are presented.
@@ -119,6 +122,7 @@ pub struct QueueConfig {
     pub(crate) default: Option<IoDefaultHandler>,
     pub(crate) canceled_on_queue: Option<IoCanceledOnQueueHandler>,
     pub(crate) stop: Option<crate::power::IoStopHandler>,
+    pub(crate) contexts: Vec<QueueContextFactory>,
     pub(crate) resume: Option<crate::power::IoResumeHandler>,
     /// Whether device power-down stops this queue (default true). Equivalent to:
     /// `WDF_IO_QUEUE_CONFIG.PowerManaged`.
@@ -141,6 +145,7 @@ impl QueueConfig {
             default: None,
             canceled_on_queue: None,
             stop: None,
+            contexts: Vec::new(),
             resume: None,
             power_managed: true,
         }
@@ -188,6 +193,19 @@ impl QueueConfig {
         f: impl Fn(&mut IoContext<'_>, Request) + Send + Sync + 'static,
     ) -> &mut Self {
         self.default = Some(Box::new(f));
+        self
+    }
+
+    /// A typed context built when the queue is created, before it can receive requests, so it
+    /// can hold [`ScopeLocked`] data made with [`Queue::scope_locked`]. Handlers reach it with
+    /// `cx.queue().context::<T>()`. Equivalent to: the context type in the queue's attributes.
+    pub fn context<T: std::any::Any + Send + Sync>(
+        &mut self,
+        make: impl FnOnce(&Arc<Queue>) -> T + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.contexts.push(Box::new(move |q| {
+            Arc::new(make(q)) as Arc<dyn std::any::Any + Send + Sync>
+        }));
         self
     }
 
@@ -350,9 +368,10 @@ static NEXT_QUEUE: AtomicU64 = AtomicU64::new(0);
 impl Queue {
     pub(crate) fn create(
         device: &Arc<Device>,
-        config: QueueConfig,
+        mut config: QueueConfig,
         attrs: ObjectAttributes,
     ) -> Result<Arc<Queue>, NtStatus> {
+        let contexts = std::mem::take(&mut config.contexts);
         constraints::validate_attributes(ObjectKind::Queue, &attrs)?;
         config.validate()?;
         let resolved = constraints::resolve_queue(device.constraints(), &attrs)?;
@@ -365,7 +384,7 @@ impl Queue {
             _ => CallbackLock::new(resolved.lock_flavour, LockOrder::Queue, "queue"),
         };
         let header = ObjectHeader::new("queue", name, attrs.cleanup);
-        let kernel = device.kernel().clone();
+        let kernel = device.kernel().ok_or(NtStatus::NO_SUCH_DEVICE)?;
         let passive = resolved.passive_callbacks;
         let queue = Arc::new_cyclic(|weak: &Weak<Queue>| {
             let w = weak.clone();
@@ -412,6 +431,10 @@ impl Queue {
             }
         });
         queue.update_fast(&queue.state.lock());
+        for make in contexts {
+            let ctx = make(&queue);
+            queue.header.add_context_dyn(ctx);
+        }
         device.header().add_child(queue.header.clone());
         Ok(queue)
     }
@@ -424,6 +447,11 @@ impl Queue {
     /// The object header (contexts, state).
     pub fn header(&self) -> &Arc<ObjectHeader> {
         &self.header
+    }
+
+    /// The queue's typed context of type `T`. Equivalent to: `WdfObjectGetTypedContext`.
+    pub fn context<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.header.context::<T>()
     }
 
     /// The device the queue belongs to (`None` once the device is gone).
