@@ -6,6 +6,7 @@
 mod support4;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use support4::*;
 enum Answer {
     Requeue,
     Keep,
+    Complete,
 }
 
 /// A parallel, Queue-scope, power-managed queue whose read callback keeps requests, with
@@ -71,6 +73,12 @@ fn power_fixture(name: &str, answer: Answer) -> PowerFixture {
             Answer::Keep => {
                 h.with(notice.request, |req| req.stop_acknowledge())
                     .expect("EvtIoStop for a held request");
+            }
+            Answer::Complete => {
+                let req = h
+                    .take(notice.request)
+                    .expect("EvtIoStop for a held request");
+                req.complete(NtStatus::CANCELLED);
             }
         }
     });
@@ -294,4 +302,136 @@ fn power_down_at_dispatch_is_invalid_device_request() {
     f.held.wait_for(1);
     f.held.pop().unwrap().complete(NtStatus::SUCCESS);
     assert_eq!(wait(p).status, NtStatus::SUCCESS);
+}
+
+/// Rule (spec §5.11): on device removal the queues are purged and `EvtIoStop` is called with
+/// `StopAction::Purge` for each driver-owned request; a driver that completes them there leaks
+/// nothing.
+#[test]
+fn device_removal_calls_io_stop_with_purge_action() {
+    verifier_record();
+    let f = power_fixture("pw-removal", Answer::Complete);
+    let p = f.handle.submit(read_op(4));
+    f.held.wait_for(1);
+    let queued_behind = {
+        // A second request stays driver-owned as well (parallel queue).
+        let q = f.handle.submit(read_op(4));
+        f.held.wait_for(2);
+        q
+    };
+
+    let d = f.device.clone();
+    within("Device::delete", move || d.delete());
+    {
+        let stops = f.stops.lock().unwrap();
+        assert_eq!(stops.len(), 2, "one EvtIoStop per driver-owned request");
+        for (n, token) in stops.iter() {
+            assert_eq!(n.action, StopAction::Purge);
+            assert!(*token);
+        }
+    }
+    assert_eq!(wait(p).status, NtStatus::CANCELLED);
+    assert_eq!(wait(queued_behind).status, NtStatus::CANCELLED);
+    assert_eq!(
+        nt::verifier::count(&wdf::verifier::rules::REQUEST_LEAKED),
+        0,
+        "{:?}",
+        nt::verifier::recent()
+    );
+    assert_eq!(f.queue.driver_owned_count(), 0);
+}
+
+/// Rule (spec §5.11, under concurrency): with arrivals and completions racing on a parallel
+/// queue without `EvtIoStop` (the lock-free fast path), power-down returns only once the driver
+/// owns nothing, and nothing is presented until power-up.
+#[test]
+fn power_down_under_load_returns_only_when_driver_owns_nothing() {
+    const CYCLES: usize = 30;
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let device = device(&driver, "pw-load", ObjectAttributes::default());
+    let held = Arc::new(Held::default());
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    let inflight = Arc::new(InFlight::default());
+    let mut cfg = QueueConfig::new(DispatchType::Parallel);
+    cfg.default_queue = true;
+    let (h, o, fl) = (held.clone(), outstanding.clone(), inflight.clone());
+    cfg.io_read(move |_cx, req, len| {
+        let g = fl.enter();
+        o.fetch_add(1, Ordering::SeqCst);
+        if req.id() % 2 == 0 {
+            o.fetch_sub(1, Ordering::SeqCst);
+            drop(g);
+            req.complete_with_information(NtStatus::SUCCESS, len);
+        } else {
+            h.push(req);
+            drop(g);
+        }
+    });
+    let queue = device
+        .create_queue(cfg, ObjectAttributes::default())
+        .unwrap();
+    let handle = kernel.io().open("pw-load").unwrap();
+
+    let done = AtomicBool::new(false);
+    let clients_done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    while !done.load(Ordering::SeqCst) {
+                        assert_eq!(wait(handle.submit(read_op(8))).status, NtStatus::SUCCESS);
+                    }
+                })
+            })
+            .collect();
+        // The completer runs until every client has stopped sending, then empties `held`.
+        s.spawn(|| {
+            loop {
+                match held.pop() {
+                    Some(r) => {
+                        outstanding.fetch_sub(1, Ordering::SeqCst);
+                        r.complete(NtStatus::SUCCESS);
+                    }
+                    None if clients_done.load(Ordering::SeqCst) => break,
+                    None => std::thread::yield_now(),
+                }
+            }
+        });
+        // However the cycles end, the clients must stop, or the scope would never end.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let rng = Rng::new(3);
+            for cycle in 0..CYCLES {
+                std::thread::sleep(Duration::from_micros(rng.below(2000)));
+                power_down(&device).unwrap();
+                assert_eq!(
+                    (outstanding.load(Ordering::SeqCst), inflight.now()),
+                    (0, 0),
+                    "cycle {cycle}: power-down returned while the driver owned requests"
+                );
+                let st = queue.status();
+                assert_eq!(st.driver_owned, 0, "cycle {cycle}");
+                assert!(!st.powered_on);
+                let presented = queue.stats().presented;
+                std::thread::sleep(Duration::from_micros(300));
+                assert_eq!(
+                    queue.stats().presented,
+                    presented,
+                    "cycle {cycle}: presented while powered down"
+                );
+                power_up(&device).unwrap();
+            }
+        }));
+        done.store(true, Ordering::SeqCst);
+        let results: Vec<_> = clients.into_iter().map(|t| t.join()).collect();
+        clients_done.store(true, Ordering::SeqCst);
+        if let Err(p) = outcome {
+            std::panic::resume_unwind(p);
+        }
+        for r in results {
+            if let Err(p) = r {
+                std::panic::resume_unwind(p);
+            }
+        }
+    });
 }

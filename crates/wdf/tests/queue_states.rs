@@ -5,7 +5,7 @@
 
 mod support4;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -717,4 +717,183 @@ fn queue_status_reports_state_counts_and_power() {
     let r2 = f.queue.retrieve_next_request().unwrap();
     r2.complete(NtStatus::SUCCESS);
     assert_eq!(wait(p2).status, NtStatus::SUCCESS);
+}
+
+/// A parallel queue (eligible for the lock-free fast path) under load from client threads:
+/// half the requests are completed inline, half by a separate completer thread.
+struct Loaded {
+    kernel: nt::Kernel,
+    queue: Arc<Queue>,
+    held: Arc<Held>,
+    /// Requests the driver has not yet given up (decremented just before completing).
+    outstanding: Arc<AtomicUsize>,
+    inflight: Arc<InFlight>,
+}
+
+fn loaded_queue(name: &str) -> Loaded {
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let dev = device(&driver, name, ObjectAttributes::default());
+    let held = Arc::new(Held::default());
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    let inflight = Arc::new(InFlight::default());
+    let mut cfg = QueueConfig::new(DispatchType::Parallel);
+    cfg.default_queue = true;
+    let (h, o, f) = (held.clone(), outstanding.clone(), inflight.clone());
+    cfg.io_read(move |_cx, req, len| {
+        let g = f.enter();
+        o.fetch_add(1, Ordering::SeqCst);
+        if req.id() % 2 == 0 {
+            o.fetch_sub(1, Ordering::SeqCst);
+            drop(g);
+            req.complete_with_information(NtStatus::SUCCESS, len);
+        } else {
+            h.push(req);
+            drop(g);
+        }
+    });
+    let queue = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
+    Loaded {
+        kernel,
+        queue,
+        held,
+        outstanding,
+        inflight,
+    }
+}
+
+/// Runs `clients` reading threads and a completer thread until `body` returns; every read must
+/// end with one of `allowed`.
+fn with_load(l: &Loaded, name: &str, clients: usize, allowed: &[NtStatus], body: impl FnOnce()) {
+    let done = AtomicBool::new(false);
+    let clients_done = AtomicBool::new(false);
+    let h = l.kernel.io().open(name).unwrap();
+    std::thread::scope(|s| {
+        let client_threads: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    while !done.load(Ordering::SeqCst) {
+                        let c = match h.submit(read_op(8)).wait_timeout(TIMEOUT) {
+                            Ok(c) => c,
+                            Err(p) => panic!(
+                                "request {} stranded for {TIMEOUT:?}: status {:?}, stats {:?}, \
+                                 held {}, outstanding {}",
+                                p.id(),
+                                l.queue.status(),
+                                l.queue.stats(),
+                                l.held.len(),
+                                l.outstanding.load(Ordering::SeqCst)
+                            ),
+                        };
+                        assert!(allowed.contains(&c.status), "unexpected {}", c.status);
+                    }
+                })
+            })
+            .collect();
+        // The completer runs until every client has stopped sending, then empties `held`.
+        s.spawn(|| {
+            loop {
+                match l.held.pop() {
+                    Some(r) => {
+                        l.outstanding.fetch_sub(1, Ordering::SeqCst);
+                        r.complete(NtStatus::SUCCESS);
+                    }
+                    None if clients_done.load(Ordering::SeqCst) => break,
+                    None => std::thread::yield_now(),
+                }
+            }
+        });
+        // However the body ends, the clients must stop, or the scope would never end.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+        done.store(true, Ordering::SeqCst);
+        let results: Vec<_> = client_threads.into_iter().map(|t| t.join()).collect();
+        clients_done.store(true, Ordering::SeqCst);
+        if let Err(p) = outcome {
+            std::panic::resume_unwind(p);
+        }
+        for r in results {
+            if let Err(p) = r {
+                std::panic::resume_unwind(p);
+            }
+        }
+    });
+}
+
+/// What the driver owned, according to its own bookkeeping, when a state callback ran.
+fn idle_snapshot(l: &Loaded) -> impl Fn(&mut IoContext<'_>) -> (usize, usize) + use<> {
+    let (o, f) = (l.outstanding.clone(), l.inflight.clone());
+    move |_cx| (o.load(Ordering::SeqCst), f.now())
+}
+
+/// Rule (table row Stop, under concurrency): with arrivals and completions racing on the
+/// parallel fast path, the stop-complete callback fires exactly once per stop, only when the
+/// driver owns nothing and no I/O callback is running, and nothing is presented until start.
+#[test]
+fn stop_callback_under_load_fires_only_when_driver_owns_nothing() {
+    const CYCLES: usize = 40;
+    let l = loaded_queue("qs-stop-load");
+    with_load(&l, "qs-stop-load", 3, &[NtStatus::SUCCESS], || {
+        let rng = Rng::new(7);
+        for cycle in 0..CYCLES {
+            std::thread::sleep(Duration::from_micros(rng.below(2000)));
+            let (tx, rx) = mpsc::channel();
+            let snap = idle_snapshot(&l);
+            l.queue.stop(Some(Box::new(move |cx: &mut IoContext<'_>| {
+                tx.send(snap(cx)).unwrap();
+            })));
+            let (owned, running) = rx
+                .recv_timeout(TIMEOUT)
+                .unwrap_or_else(|_| panic!("cycle {cycle}: stop-complete never fired"));
+            assert_eq!(
+                (owned, running),
+                (0, 0),
+                "cycle {cycle}: stop-complete fired while the driver owned requests"
+            );
+            assert_eq!(l.queue.driver_owned_count(), 0, "cycle {cycle}");
+            let presented = l.queue.stats().presented;
+            std::thread::sleep(Duration::from_micros(300));
+            assert_eq!(
+                l.queue.stats().presented,
+                presented,
+                "cycle {cycle}: presented while stopped"
+            );
+            assert!(rx.try_recv().is_err(), "cycle {cycle}: fired twice");
+            l.queue.start();
+        }
+    });
+}
+
+/// Rule (table row Purge, under concurrency): arrivals racing a purge are either presented or
+/// rejected with `STATUS_INVALID_DEVICE_STATE`; the purge-complete callback fires once, only when
+/// the driver owns nothing, and under the queue's lock only if the scope locks (None here).
+#[test]
+fn purge_callback_under_load_fires_only_when_driver_owns_nothing() {
+    const CYCLES: usize = 40;
+    let l = loaded_queue("qs-purge-load");
+    let allowed = [NtStatus::SUCCESS, NtStatus::INVALID_DEVICE_STATE];
+    with_load(&l, "qs-purge-load", 3, &allowed, || {
+        let rng = Rng::new(11);
+        for cycle in 0..CYCLES {
+            std::thread::sleep(Duration::from_micros(rng.below(2000)));
+            let (tx, rx) = mpsc::channel();
+            let snap = idle_snapshot(&l);
+            l.queue.purge(Some(Box::new(move |cx: &mut IoContext<'_>| {
+                tx.send(snap(cx)).unwrap();
+            })));
+            let (owned, running) = rx
+                .recv_timeout(TIMEOUT)
+                .unwrap_or_else(|_| panic!("cycle {cycle}: purge-complete never fired"));
+            assert_eq!(
+                (owned, running),
+                (0, 0),
+                "cycle {cycle}: purge-complete fired while the driver owned requests"
+            );
+            let st = l.queue.status();
+            assert_eq!((st.queued, st.driver_owned), (0, 0), "cycle {cycle}");
+            assert!(!st.accepting);
+            assert!(rx.try_recv().is_err(), "cycle {cycle}: fired twice");
+            l.queue.start();
+        }
+    });
+    assert!(l.queue.stats().rejected > 0 || l.queue.stats().presented > 0);
 }

@@ -132,6 +132,11 @@ impl InFlight {
     pub fn max(&self) -> usize {
         self.max.load(Ordering::SeqCst)
     }
+
+    /// Callbacks running now.
+    pub fn now(&self) -> usize {
+        self.now.load(Ordering::SeqCst)
+    }
 }
 
 /// One running callback of an [`InFlight`] counter.
