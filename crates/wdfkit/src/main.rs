@@ -43,11 +43,14 @@ enum Command {
     },
     /// List the verifier rules (kernel and framework) with their codes.
     Rules,
+    /// Serve a RAM disk over NBD (Unix socket or TCP, loopback by default) until SIGINT/SIGTERM.
+    ServeNbd(nbd::cli::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::ServeNbd(args) => nbd::cli::run(args),
         Command::Demo { threads, requests } => match demo::run(threads, requests) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

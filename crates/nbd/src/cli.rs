@@ -1,0 +1,309 @@
+//! `wdfkit serve-nbd`: a RAM disk served over NBD until SIGINT or SIGTERM.
+//!
+//! The whole command lives here so that the CLI crate only needs a one-line hook:
+//! a `ServeNbd(nbd::cli::ServeArgs)` subcommand whose arm calls [`run`].
+
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use drivers::ramdisk::{self, RamdiskConfig};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use wdf::{Driver, ExecutionLevel, ObjectAttributes, SyncScope};
+
+use crate::server::{ListenAddr, ReplyPath, Server};
+use crate::transmission::probe_export;
+
+/// The default TCP address: loopback only, on the IANA NBD port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:10809";
+/// The default size of a disk without a backing file.
+pub const DEFAULT_SIZE: u64 = 1 << 30;
+/// The name of the RAM disk device created for the export.
+pub const DEVICE_NAME: &str = "nbd-ramdisk";
+
+/// The device's synchronization scope.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    /// No framework serialization (the RAM disk's storage locks itself).
+    #[default]
+    None,
+    /// One lock per queue.
+    Queue,
+    /// One lock for the whole device.
+    Device,
+}
+
+/// The device's execution level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LevelArg {
+    /// Callbacks at PASSIVE_LEVEL (mutex-flavoured scope lock).
+    Passive,
+    /// Callbacks may run at DISPATCH_LEVEL (the KMDF default).
+    #[default]
+    Dispatch,
+}
+
+/// Who writes replies (a measurement knob; see `nbd::server::ReplyPath`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ReplyPathArg {
+    /// The reader thread writes replies of requests that completed inline.
+    #[default]
+    Inline,
+    /// Every reply is handed to a writer thread.
+    WriterThread,
+}
+
+/// Options of `wdfkit serve-nbd`.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// Listen on a Unix domain socket at PATH (instead of TCP).
+    #[arg(long, value_name = "PATH", conflicts_with = "listen")]
+    pub unix: Option<PathBuf>,
+    /// Listen on this TCP address [default: 127.0.0.1:10809]. Port 0 picks a free port. A
+    /// non-loopback address is only ever used when given here.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_addr)]
+    pub listen: Option<SocketAddr>,
+    /// Disk size (bytes, or with a K/M/G/T suffix; a multiple of 512) [default: 1G, or the
+    /// backing file's length when it exists].
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<u64>,
+    /// Load the disk from this file and write flushes to it (created if missing).
+    #[arg(long, value_name = "F")]
+    pub backing_file: Option<PathBuf>,
+    /// Refuse writes (the export is advertised read-only).
+    #[arg(long)]
+    pub read_only: bool,
+    /// The export's name (clients asking for the empty name get it too).
+    #[arg(long, value_name = "NAME", default_value = "ramdisk")]
+    pub export_name: String,
+    /// The RAM disk device's synchronization scope.
+    #[arg(long, value_enum, default_value_t)]
+    pub sync_scope: ScopeArg,
+    /// The RAM disk device's execution level.
+    #[arg(long, value_enum, default_value_t)]
+    pub execution_level: LevelArg,
+    /// Who writes replies to the socket (for measurements).
+    #[arg(long, value_enum, default_value_t, hide = true)]
+    pub reply_path: ReplyPathArg,
+}
+
+/// Parses a size: digits with an optional `K`, `M`, `G` or `T` suffix (powers of 1024;
+/// `KiB`, `MB` and so on are accepted too).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let shift = match suffix.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("bad size suffix in {s:?} (use K, M, G or T)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("bad address {s:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("address {s:?} resolves to nothing"))
+}
+
+/// The NBD URI of export `name` at `addr`.
+pub fn uri(addr: &ListenAddr, name: &str) -> String {
+    match addr {
+        ListenAddr::Unix(path) => format!("nbd+unix:///{name}?socket={}", path.display()),
+        ListenAddr::Tcp(a) => format!("nbd://{a}/{name}"),
+    }
+}
+
+impl ServeArgs {
+    /// Where to listen.
+    pub fn listen_addr(&self) -> ListenAddr {
+        match (&self.unix, self.listen) {
+            (Some(path), _) => ListenAddr::Unix(path.clone()),
+            (None, Some(addr)) => ListenAddr::Tcp(addr),
+            (None, None) => ListenAddr::Tcp(
+                parse_addr(DEFAULT_LISTEN)
+                    .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 10809))),
+            ),
+        }
+    }
+
+    /// The RAM disk configuration.
+    pub fn ramdisk_config(&self) -> RamdiskConfig {
+        let size = self.size.unwrap_or_else(|| match &self.backing_file {
+            // 0: take the file's length.
+            Some(f) if std::fs::metadata(f).is_ok_and(|m| m.len() > 0) => 0,
+            _ => DEFAULT_SIZE,
+        });
+        let mut c = RamdiskConfig::new(size)
+            .with_scope(match self.sync_scope {
+                ScopeArg::None => SyncScope::None,
+                ScopeArg::Queue => SyncScope::Queue,
+                ScopeArg::Device => SyncScope::Device,
+            })
+            .with_level(match self.execution_level {
+                LevelArg::Passive => ExecutionLevel::Passive,
+                LevelArg::Dispatch => ExecutionLevel::Dispatch,
+            });
+        if let Some(f) = &self.backing_file {
+            c = c.with_backing_file(f);
+        }
+        if self.read_only {
+            c = c.read_only();
+        }
+        c
+    }
+}
+
+/// Runs `wdfkit serve-nbd`: creates the RAM disk, prints where it listens, serves until
+/// SIGINT or SIGTERM, then shuts down cleanly (in-flight requests answered, backing file
+/// flushed). Exit code 0 on a clean shutdown, 1 on a setup error or a failed final flush.
+pub fn run(args: ServeArgs) -> ExitCode {
+    match serve(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wdfkit serve-nbd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
+    let kernel = nt::Kernel::builder().build();
+    let driver = Driver::create(&kernel, ObjectAttributes::default())
+        .map_err(|s| format!("creating the driver: {s}"))?;
+    let config = args.ramdisk_config();
+    let disk = ramdisk::create(&driver, DEVICE_NAME, config.clone())
+        .map_err(|s| format!("creating the RAM disk: {s}"))?;
+    let description = format!(
+        "wdfkit RAM disk (sync scope {}, execution level {})",
+        config.sync_scope, config.execution_level
+    );
+    let export = probe_export(
+        kernel.io(),
+        DEVICE_NAME,
+        &args.export_name,
+        &description,
+        true,
+    )
+    .map_err(|s| format!("probing the RAM disk: {s}"))?;
+    let reply_path = match args.reply_path {
+        ReplyPathArg::Inline => ReplyPath::Inline,
+        ReplyPathArg::WriterThread => ReplyPath::WriterThread,
+    };
+    let server = Server::bind(
+        kernel.io().clone(),
+        DEVICE_NAME,
+        export.clone(),
+        &args.listen_addr(),
+        reply_path,
+    )
+    .map_err(|e| format!("cannot listen on {}: {e}", args.listen_addr()))?;
+    let stop = server.shutdown_handle();
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("installing signal handlers: {e}"))?;
+    let signal_handle = signals.handle();
+    let stopper = Arc::new(stop);
+    let s2 = stopper.clone();
+    let signal_thread = std::thread::Builder::new()
+        .name("nbd-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+                eprintln!("wdfkit serve-nbd: {name}: shutting down");
+                s2.shutdown();
+            }
+        })
+        .map_err(|e| format!("starting the signal thread: {e}"))?;
+
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "wdfkit serve-nbd: listening on {}",
+        uri(server.local_addr(), &export.name)
+    );
+    let _ = writeln!(
+        stdout,
+        "wdfkit serve-nbd: export {:?}: {} bytes{}, {}{}",
+        export.name,
+        export.size,
+        if export.read_only { ", read-only" } else { "" },
+        description,
+        match disk.backing_file() {
+            Some(p) => format!(", backing file {}", p.display()),
+            None => String::new(),
+        }
+    );
+    let _ = stdout.flush();
+    drop(stdout);
+
+    let stats = server.run();
+    signal_handle.close();
+    let _ = signal_thread.join();
+    let io = disk.io_queue().stats();
+    println!(
+        "wdfkit serve-nbd: stopped: {} connections, {} requests ({} refused, {} completed \
+         asynchronously); I/O queue: {} arrived, {} presented, {} deferred; final flush {}",
+        stats.connections,
+        stats.requests,
+        stats.refused,
+        stats.pending,
+        io.arrived,
+        io.presented,
+        io.deferred_irql + io.deferred_lock,
+        stats.final_flush
+    );
+    drop(stopper);
+    disk.device().delete();
+    Ok(if stats.final_flush.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2k"), Ok(2048));
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn default_listen_is_loopback() {
+        let a = ServeArgs {
+            unix: None,
+            listen: None,
+            size: None,
+            backing_file: None,
+            read_only: false,
+            export_name: "x".into(),
+            sync_scope: ScopeArg::None,
+            execution_level: LevelArg::Dispatch,
+            reply_path: ReplyPathArg::Inline,
+        };
+        match a.listen_addr() {
+            ListenAddr::Tcp(addr) => assert!(addr.ip().is_loopback()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.ramdisk_config().size, DEFAULT_SIZE);
+    }
+}
