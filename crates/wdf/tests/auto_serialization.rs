@@ -842,3 +842,62 @@ fn dpc_runs_at_dispatch_and_work_item_at_passive() {
     assert_eq!((seen[1].0, seen[1].1), ("work item", Irql::Passive));
     assert!(seen[1].2.starts_with("nt-worker"), "{:?}", seen[1].2);
 }
+
+/// Spec §4.3: `WdfTimerStop(Wait=TRUE)` loops again if the running callback restarted the
+/// timer, so once it returns the timer is stopped: a callback that re-arms itself while the stop
+/// waits for it does not run again.
+#[test]
+fn timer_stop_with_wait_stops_a_timer_its_running_callback_restarted() {
+    let clock = Arc::new(ManualClock::new());
+    let kernel = manual_kernel(&clock, 1, 1);
+    let driver = driver(&kernel);
+    let dev = device(&driver, "as-timer-stop-rearm", ObjectAttributes::default());
+    let me: Arc<OnceLock<Weak<Timer>>> = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (entered, gate) = (Arc::new(AtomicBool::new(false)), Arc::new(Gate::default()));
+    let (m, c, e, g) = (me.clone(), calls.clone(), entered.clone(), gate.clone());
+    let timer = Timer::create(
+        &dev,
+        TimerConfig::new(move |_cx| {
+            c.fetch_add(1, Ordering::SeqCst);
+            e.store(true, Ordering::SeqCst);
+            g.wait(TIMEOUT);
+            // A self-re-arming one-shot timer (a watchdog that keeps itself going).
+            if let Some(t) = m.get().and_then(Weak::upgrade) {
+                t.start(Duration::from_millis(1));
+            }
+        }),
+        ObjectAttributes::default(),
+    )
+    .unwrap();
+    assert!(me.set(Arc::downgrade(&timer)).is_ok());
+    timer.start(Duration::from_millis(1));
+    clock.advance(Duration::from_millis(1));
+    eventually("the timer callback is running", || {
+        entered.load(Ordering::SeqCst)
+    });
+
+    let g = gate.clone();
+    let opener = std::thread::spawn(move || {
+        // Let the stop begin waiting before the callback re-arms the timer.
+        std::thread::sleep(Duration::from_millis(30));
+        g.open();
+    });
+    let t = timer.clone();
+    within("Timer::stop(true)", move || t.stop(true));
+    opener.join().unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    for _ in 0..3 {
+        clock.advance(Duration::from_millis(1));
+        let k = kernel.clone();
+        within("flush_dpcs", move || k.flush_dpcs());
+        let k = kernel.clone();
+        within("flush_work", move || k.flush_work());
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the timer fired again after Timer::stop(true) returned"
+    );
+}

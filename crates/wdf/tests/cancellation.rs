@@ -605,3 +605,44 @@ fn echo_timer_and_cancel_complete_each_request_once_sequential() {
     assert_eq!(ctx.unserialized.load(Ordering::SeqCst), 0);
     assert_no_lost_or_double_completion();
 }
+
+/// Rule (spec §6.3, §5.8): while a purge is in progress, marking a driver-owned request
+/// cancelable is a cancellation: the Ex variant fails with `STATUS_CANCELLED` and gives the
+/// request back; the plain variant runs the cancel routine.
+#[test]
+fn mark_cancelable_during_purge_is_a_cancellation() {
+    let (_kernel, _dev, queue, h) = manual_queue("cancel-during-purge");
+    let p1 = h.submit(read_op(4));
+    let p2 = h.submit(read_op(4));
+    let r1 = queue.retrieve_next_request().unwrap();
+    let r2 = queue.retrieve_next_request().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    queue.purge(Some(Box::new(move |_cx: &mut wdf::IoContext<'_>| {
+        tx.lock().unwrap().send(()).unwrap();
+    })));
+    assert!(
+        !p1.is_complete() && !p2.is_complete(),
+        "non-cancelable: awaited"
+    );
+
+    let err = r1
+        .mark_cancelable_ex(|_cx, req| req.complete(NtStatus::CANCELLED))
+        .expect_err("mark_cancelable_ex during a purge");
+    assert_eq!(err.status, NtStatus::CANCELLED);
+    err.request.complete(NtStatus::CANCELLED);
+    assert_eq!(wait(p1).status, NtStatus::CANCELLED);
+
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let ticket = r2
+        .mark_cancelable(move |_cx, req| {
+            r.fetch_add(1, Ordering::SeqCst);
+            req.complete(NtStatus::CANCELLED);
+        })
+        .unwrap();
+    assert_eq!(wait(p2).status, NtStatus::CANCELLED);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    assert_eq!(ticket.unmark().unwrap_err(), NtStatus::CANCELLED);
+    rx.recv_timeout(TIMEOUT).expect("purge-complete callback");
+}

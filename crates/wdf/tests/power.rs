@@ -14,7 +14,8 @@ use nt::NtStatus;
 use nt::io::Handle;
 use nt::irql::{self, Irql};
 use wdf::{
-    Device, DispatchType, ObjectAttributes, Queue, QueueConfig, StopAction, StopNotice, SyncScope,
+    CancelableRequest, Device, DispatchType, ObjectAttributes, Queue, QueueConfig, StopAction,
+    StopNotice, SyncScope,
 };
 
 use support4::*;
@@ -434,4 +435,60 @@ fn power_down_under_load_returns_only_when_driver_owns_nothing() {
             }
         }
     });
+}
+
+/// Rule (spec §5.11): `EvtIoStop` flags a request the driver marked cancelable
+/// (`WdfRequestStopRequestCancelable`); the driver unmarks it before acknowledging.
+#[test]
+fn io_stop_flags_cancelable_requests() {
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let device = device(&driver, "pw-cancelable", ObjectAttributes::default());
+    let tickets: Arc<Mutex<Vec<CancelableRequest>>> = Arc::default();
+    let notices: Arc<Mutex<Vec<StopNotice>>> = Arc::default();
+    let presented = Arc::new(AtomicUsize::new(0));
+    let mut cfg = QueueConfig::new(DispatchType::Parallel);
+    cfg.default_queue = true;
+    let (t, n) = (tickets.clone(), presented.clone());
+    cfg.io_read(move |_cx, req, _len| {
+        n.fetch_add(1, Ordering::SeqCst);
+        let ticket = req
+            .mark_cancelable(|_cx, req| req.complete(NtStatus::CANCELLED))
+            .unwrap();
+        t.lock().unwrap().push(ticket);
+    });
+    let (t, n) = (tickets.clone(), notices.clone());
+    cfg.io_stop(move |_cx, notice| {
+        n.lock().unwrap().push(notice);
+        let ticket = {
+            let mut v = t.lock().unwrap();
+            let pos = v.iter().position(|t| t.id() == notice.request).unwrap();
+            v.swap_remove(pos)
+        };
+        let req = ticket.unmark().expect("not cancelled");
+        req.stop_acknowledge_requeue().unwrap();
+    });
+    let _queue = device
+        .create_queue(cfg, ObjectAttributes::default())
+        .unwrap();
+    let handle = kernel.io().open("pw-cancelable").unwrap();
+
+    let p = handle.submit(read_op(4));
+    assert_eq!(presented.load(Ordering::SeqCst), 1);
+    power_down(&device).unwrap();
+    {
+        let notices = notices.lock().unwrap();
+        assert_eq!(notices.len(), 1);
+        assert_eq!(notices[0].request, p.id());
+        assert_eq!(notices[0].action, StopAction::Suspend);
+        assert!(
+            notices[0].cancelable,
+            "EvtIoStop must flag a request that is marked cancelable"
+        );
+    }
+    power_up(&device).unwrap();
+    assert_eq!(presented.load(Ordering::SeqCst), 2, "presented again");
+    let ticket = tickets.lock().unwrap().pop().unwrap();
+    ticket.unmark().unwrap().complete(NtStatus::SUCCESS);
+    assert_eq!(wait(p).status, NtStatus::SUCCESS);
 }

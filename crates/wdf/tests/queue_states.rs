@@ -897,3 +897,50 @@ fn purge_callback_under_load_fires_only_when_driver_owns_nothing() {
     });
     assert!(l.queue.stats().rejected > 0 || l.queue.stats().presented > 0);
 }
+
+/// Rule (table row StopAndPurge): the requests queued at the call are cancelled by the call, so
+/// by the time its completion callback runs none of them is still queued; a driver that restarts
+/// the queue from that callback must not be presented any of them.
+#[test]
+fn stop_and_purge_cancels_queued_requests_before_its_callback() {
+    let f = fixture(
+        "qs-stop-and-purge-order",
+        DispatchType::Sequential,
+        ObjectAttributes::default(),
+    );
+    f.queue.stop(None);
+    let a = f.handle.submit(read_op(4));
+    let b = f.handle.submit(read_op(4));
+    assert_eq!(f.queue.status().queued, 2);
+
+    let (tx, rx) = mpsc::channel();
+    f.queue
+        .stop_and_purge(Some(Box::new(move |cx: &mut IoContext<'_>| {
+            let queued = cx.queue().status().queued;
+            // A common driver pattern: restart the queue once it is stopped and purged.
+            cx.queue().start();
+            tx.send(queued).unwrap();
+        })));
+    let queued_at_callback = rx.recv_timeout(TIMEOUT).expect("stop-complete callback");
+    // Whatever the restarted queue presented, the driver completes, so the senders finish.
+    eventually("a and b resolved", || {
+        while let Some(r) = f.held.pop() {
+            r.complete(NtStatus::SUCCESS);
+        }
+        a.is_complete() && b.is_complete()
+    });
+    let presented = f.queue.stats().presented;
+    let (ca, cb) = (wait(a), wait(b));
+    assert_eq!(
+        (ca.status, cb.status, presented, queued_at_callback),
+        (NtStatus::CANCELLED, NtStatus::CANCELLED, 0, 0),
+        "(a, b, presented, queued when the callback ran): requests queued at the \
+         stop-and-purge call must be cancelled before its callback, never presented"
+    );
+
+    // Restarted: a new arrival is presented normally.
+    let c = f.handle.submit(read_op(4));
+    f.held.wait_for(1);
+    complete_success(&f.held);
+    assert_eq!(wait(c).status, NtStatus::SUCCESS);
+}
