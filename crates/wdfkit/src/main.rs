@@ -1,15 +1,25 @@
 //! `wdfkit`: explain KMDF synchronization configurations, run workloads, and show what happened.
 #![forbid(unsafe_code)]
 
-use wdfkit::{bench, demo};
-
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use wdfkit::config::{self, Amount};
+use wdfkit::run::{RunError, RunOptions};
+use wdfkit::{bench, chart, demo, explain, list, matrix, run, trace};
+
+const EXIT_HELP: &str = "\
+Exit codes: 0 success; 1 the framework rejects the configuration (or a run failed);
+2 bad input (unreadable or invalid configuration file, bad arguments, unwritable output).";
 
 /// The KMDF I/O model in user space: sync scopes, execution levels, queues and what they cost.
+///
+/// Configuration files (for explain, run and matrix) describe a driver, its devices, queues,
+/// timers, DPCs and work items, and a workload; see scenarios/ and `wdfkit list`.
 #[derive(Debug, Parser)]
-#[command(name = "wdfkit", version, about, long_about = None)]
+#[command(name = "wdfkit", version, about, long_about, after_help = EXIT_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,15 +27,91 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Tell the articles' story on an embedded default: the statistics block updated from
-    /// parallel EvtIoRead callbacks with no lock, with Sync Scope Device, and with a spin lock.
+    /// Tell the articles' story on an embedded default: the statistics driver without a lock,
+    /// with Device scope, Queue scope, a spin lock and a passive Device scope, side by side.
+    ///
+    /// Prints one table (throughput, p99 latency, time at DISPATCH_LEVEL, callbacks at once,
+    /// deferrals, lost updates) and writes throughput.svg, timeline.svg and results.json.
+    #[command(after_help = EXIT_HELP)]
     Demo {
-        /// Client threads issuing reads.
-        #[arg(long, default_value_t = 4)]
-        threads: usize,
-        /// Reads per client thread.
-        #[arg(long, default_value_t = 50_000)]
-        requests: u64,
+        /// Folder for the chart, the timeline and results.json.
+        #[arg(long, value_name = "DIR", default_value = "wdfkit-demo-out")]
+        out: PathBuf,
+        /// Client threads sending requests.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+        threads: u16,
+        /// How long each variant runs, in milliseconds.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+        duration_ms: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve a configuration exactly as the framework would: per object its execution level,
+    /// scope, lock (flavour and owner) and callback IRQL; the serialization domains; the WDF
+    /// status of every creation call that fails (exit code 1); and advice.
+    #[command(after_help = EXIT_HELP)]
+    Explain {
+        /// The configuration file (TOML).
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the configuration with the framework, run its workload through the I/O manager
+    /// with the verifier on, and report throughput, latency, concurrency, IRQLs, deferrals,
+    /// time at DISPATCH_LEVEL, watchdog findings, verifier violations and lost updates.
+    #[command(after_help = EXIT_HELP)]
+    Run {
+        /// The configuration file (TOML).
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Write a Chrome Trace Event file (open in Perfetto or chrome://tracing).
+        #[arg(long, value_name = "OUT.json")]
+        trace: Option<PathBuf>,
+        /// Write an SVG timeline: one row per thread, one bar per callback, colour per lock.
+        #[arg(long, value_name = "OUT.svg")]
+        timeline: Option<PathBuf>,
+        /// Override workload.threads.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+        threads: Option<u16>,
+        /// Override the run length: milliseconds.
+        #[arg(long, conflicts_with = "requests")]
+        duration_ms: Option<u64>,
+        /// Override the run length: total requests.
+        #[arg(long)]
+        requests: Option<u64>,
+    },
+    /// Run the workload across sync scope x execution level x dispatch type (applied to every
+    /// device and queue); combinations the framework refuses are listed with their status.
+    #[command(after_help = EXIT_HELP)]
+    Matrix {
+        /// The configuration file (TOML).
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Write an SVG bar chart of throughput per combination.
+        #[arg(long, value_name = "OUT.svg")]
+        chart: Option<PathBuf>,
+        /// Run length of each combination: milliseconds (default: the workload's, at most 500).
+        #[arg(long, conflicts_with = "requests")]
+        duration_ms: Option<u64>,
+        /// Run length of each combination: total requests.
+        #[arg(long)]
+        requests: Option<u64>,
+    },
+    /// List the sample drivers and the scenario files.
+    #[command(after_help = EXIT_HELP)]
+    List {
+        /// The scenario folder (default: ./scenarios, else the repository's).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Nanoseconds per request round trip through wdfkit next to baselines (direct call,
     /// std Mutex, crossbeam worker thread), min and median over repetitions.
@@ -47,27 +133,230 @@ enum Command {
     ServeNbd(nbd::cli::ServeArgs),
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::ServeNbd(args) => nbd::cli::run(args),
-        Command::Demo { threads, requests } => match demo::run(threads, requests) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("wdfkit demo: {e}");
-                ExitCode::FAILURE
+/// A failure and its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn input(message: impl std::fmt::Display) -> Failure {
+        Failure {
+            code: 2,
+            message: message.to_string(),
+        }
+    }
+
+    fn failed(message: impl std::fmt::Display) -> Failure {
+        Failure {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    let s = serde_json::to_string_pretty(value).map_err(Failure::failed)?;
+    println!("{s}");
+    Ok(())
+}
+
+fn load(file: &Path) -> Result<config::Config, Failure> {
+    config::load(file).map_err(Failure::input)
+}
+
+fn amount(duration_ms: Option<u64>, requests: Option<u64>) -> Result<Option<Amount>, Failure> {
+    match (duration_ms, requests) {
+        (Some(0), _) | (_, Some(0)) => Err(Failure::input(
+            "--duration-ms and --requests must be greater than 0",
+        )),
+        (Some(ms), _) => Ok(Some(Amount::Duration(Duration::from_millis(ms)))),
+        (None, Some(n)) => Ok(Some(Amount::Requests(n))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn cmd_explain(file: &Path, as_json: bool) -> Result<ExitCode, Failure> {
+    let c = load(file)?;
+    let e = explain::explain(&c);
+    if as_json {
+        json(&e)?;
+    } else {
+        print!(
+            "{}",
+            explain::render(&file.display().to_string(), c.description.as_deref(), &e)
+        );
+    }
+    Ok(if e.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn cmd_run(
+    file: &Path,
+    as_json: bool,
+    trace_out: Option<PathBuf>,
+    timeline_out: Option<PathBuf>,
+    options: RunOptions,
+) -> Result<ExitCode, Failure> {
+    let c = load(file)?;
+    let e = explain::explain(&c);
+    if !e.ok {
+        if as_json {
+            json(&e)?;
+        } else {
+            eprint!(
+                "{}",
+                explain::render(&file.display().to_string(), c.description.as_deref(), &e)
+            );
+        }
+        return Err(Failure::failed(format!(
+            "{}: the framework rejects this configuration; nothing was run",
+            file.display()
+        )));
+    }
+    let outcome = run::run(&c, &e, &options).map_err(|err| match err {
+        RunError::Rejected(_) | RunError::Failed(_) => Failure::failed(err),
+    })?;
+    let title = file.display().to_string();
+    if let Some(p) = &trace_out {
+        trace::write(p, &outcome.recording, &title)
+            .map_err(|err| Failure::input(format!("cannot write {}: {err}", p.display())))?;
+    }
+    if let Some(p) = &timeline_out {
+        chart::timeline(
+            p,
+            &[chart::Panel {
+                title: title.clone(),
+                recording: &outcome.recording,
+            }],
+            150,
+        )
+        .map_err(|err| Failure::input(format!("cannot write {}: {err}", p.display())))?;
+    }
+    if as_json {
+        json(&outcome.report)?;
+    } else {
+        print!("{}", run::render(&title, &outcome.report));
+        for (what, p) in [("trace", &trace_out), ("timeline", &timeline_out)] {
+            if let Some(p) = p {
+                println!("  wrote {what} {}", p.display());
             }
-        },
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_matrix(
+    file: &Path,
+    as_json: bool,
+    chart_out: Option<PathBuf>,
+    amount: Option<Amount>,
+) -> Result<ExitCode, Failure> {
+    let c = load(file)?;
+    let amount = amount.or_else(|| match c.workload.amount() {
+        Amount::Duration(d) => Some(Amount::Duration(d.min(Duration::from_millis(500)))),
+        a => Some(a),
+    });
+    let options = RunOptions {
+        amount,
+        ..RunOptions::default()
+    };
+    let m = matrix::matrix(&file.display().to_string(), &c, &options, !as_json)
+        .map_err(Failure::failed)?;
+    if let Some(p) = &chart_out {
+        let bars: Vec<(String, f64)> = m
+            .rows
+            .iter()
+            .filter_map(|r| r.result.as_ref().map(|x| (r.label(), x.throughput_rps)))
+            .collect();
+        chart::bar_chart(
+            p,
+            &format!("{}: requests/s per scope/level/dispatch", file.display()),
+            "requests/s",
+            &bars,
+        )
+        .map_err(|err| Failure::input(format!("cannot write {}: {err}", p.display())))?;
+    }
+    if as_json {
+        json(&m)?;
+    } else {
+        print!("{}", matrix::render(&m));
+        if let Some(p) = &chart_out {
+            println!("wrote {}", p.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dispatch(command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::ServeNbd(args) => Ok(nbd::cli::run(args)),
+        Command::Demo {
+            out,
+            threads,
+            duration_ms,
+            json: as_json,
+        } => {
+            let opts = demo::DemoOptions {
+                out,
+                threads: threads as usize,
+                duration: Duration::from_millis(duration_ms),
+                progress: !as_json,
+            };
+            let report = demo::run(&opts).map_err(Failure::failed)?;
+            if as_json {
+                json(&report)?;
+            } else {
+                print!("{}", demo::render(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { file, json } => cmd_explain(&file, json),
+        Command::Run {
+            file,
+            json,
+            trace,
+            timeline,
+            threads,
+            duration_ms,
+            requests,
+        } => {
+            let options = RunOptions {
+                keep_spans: trace.is_some() || timeline.is_some(),
+                progress: !json,
+                threads: threads.map(usize::from),
+                amount: amount(duration_ms, requests)?,
+            };
+            cmd_run(&file, json, trace, timeline, options)
+        }
+        Command::Matrix {
+            file,
+            json,
+            chart,
+            duration_ms,
+            requests,
+        } => cmd_matrix(&file, json, chart, amount(duration_ms, requests)?),
+        Command::List { dir, json: as_json } => {
+            let dir = dir.unwrap_or_else(list::default_dir);
+            let l = list::list(&dir)
+                .map_err(|e| Failure::input(format!("cannot read {}: {e}", dir.display())))?;
+            if as_json {
+                json(&l)?;
+            } else {
+                print!("{}", list::render(&l));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench {
             quick,
             json,
             scaling,
         } => match run_bench(quick, json, scaling) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("wdfkit bench: {e}");
-                ExitCode::FAILURE
-            }
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => Err(Failure::failed(format!("bench: {e}"))),
         },
         Command::Rules => {
             println!("{:<42} {:>6}  description", "rule", "code");
@@ -83,7 +372,18 @@ fn main() -> ExitCode {
                     if r.fatal { " (fatal)" } else { "" }
                 );
             }
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("wdfkit: {}", f.message);
+            ExitCode::from(f.code)
         }
     }
 }

@@ -1,0 +1,331 @@
+//! A `wdf::observe` observer that measures what callbacks did: how many ran at once per object
+//! and per device, the IRQLs they ran at, the time spent in them at DISPATCH_LEVEL, and (when
+//! asked) every callback as a span for traces and timelines.
+//!
+//! Concurrency is counted live (an atomic up at `begin`, down at `end`, both emitted while the
+//! callback's lock is held), so a serialized domain can never be seen above 1. Spans go to
+//! per-thread-sharded buffers, so recording adds no lock shared between callbacks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nt::Irql;
+use wdf::observe::{CallbackEvent, CallbackKind, Observer};
+
+/// What kind of object emits a callback event (the events name objects by their wdf name,
+/// which is unique per kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Queue callbacks (I/O, cancel, state, stop/resume).
+    Queue,
+    /// File-object callbacks (named by their device).
+    File,
+    /// `EvtDpcFunc`.
+    Dpc,
+    /// `EvtTimerFunc`.
+    Timer,
+    /// `EvtWorkItem`.
+    WorkItem,
+}
+
+impl Class {
+    fn of(kind: CallbackKind) -> Class {
+        match kind {
+            CallbackKind::FileCreate | CallbackKind::FileCleanup | CallbackKind::FileClose => {
+                Class::File
+            }
+            CallbackKind::Dpc => Class::Dpc,
+            CallbackKind::Timer => Class::Timer,
+            CallbackKind::WorkItem => Class::WorkItem,
+            _ => Class::Queue,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One object the recorder knows.
+#[derive(Clone, Debug)]
+pub struct ObjectSpec {
+    /// Its class.
+    pub class: Class,
+    /// The name wdf reports in events (queue / device / DPC / timer / work-item name).
+    pub name: String,
+    /// Its id in reports (`queue:rw`, `file_object:dev0`, `timer:t0`).
+    pub id: String,
+    /// Index of its device in the recorder's device list.
+    pub device: Option<usize>,
+    /// Id of the lock its callbacks take, if any (colours timelines).
+    pub lock: Option<String>,
+}
+
+/// One callback, as a span.
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    /// Index of the object in the recorder's object list.
+    pub object: u32,
+    /// Which callback.
+    pub kind: CallbackKind,
+    /// wdfkit's id of the thread it ran on.
+    pub thread: u64,
+    /// Start, ns on the process clock.
+    pub start_ns: u64,
+    /// Duration, ns.
+    pub dur_ns: u64,
+    /// The IRQL it ran at.
+    pub irql: Irql,
+    /// Whether a callback lock was held.
+    pub locked: bool,
+    /// The request id, if any.
+    pub request: Option<u64>,
+}
+
+struct Slot {
+    now: AtomicI64,
+    max: AtomicI64,
+    count: AtomicU64,
+    irqls: AtomicU8,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            now: AtomicI64::new(0),
+            max: AtomicI64::new(0),
+            count: AtomicU64::new(0),
+            irqls: AtomicU8::new(0),
+        }
+    }
+
+    fn enter(&self) {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+    }
+
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+const SHARDS: usize = 64;
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Start times of the callbacks in progress on this thread (innermost last).
+    static STACK: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// The recorder generation this thread last registered its name with.
+    static SEEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The observer.
+pub struct Recorder {
+    generation: u64,
+    index: [HashMap<String, usize>; 5],
+    objects: Vec<ObjectSpec>,
+    slots: Vec<Slot>,
+    device_ids: Vec<String>,
+    devices: Vec<Slot>,
+    dispatch_ns: AtomicU64,
+    busy_ns: AtomicU64,
+    callbacks: AtomicU64,
+    keep_spans: bool,
+    spans: Vec<Mutex<Vec<Span>>>,
+    thread_names: Mutex<BTreeMap<u64, String>>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("objects", &self.objects.len())
+            .field("keep_spans", &self.keep_spans)
+            .finish()
+    }
+}
+
+/// What a recorder saw, once the run is over.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    /// The objects (indexed by [`Span::object`]).
+    pub objects: Vec<ObjectSpec>,
+    /// Per object id: the most of its callbacks running at once.
+    pub max_concurrent: BTreeMap<String, u64>,
+    /// Per object id: how many of its callbacks ran.
+    pub counts: BTreeMap<String, u64>,
+    /// Per object id: the IRQLs its callbacks ran at (`passive`, `dispatch`).
+    pub irqls: BTreeMap<String, Vec<&'static str>>,
+    /// Sum of callback durations at DISPATCH_LEVEL or above, ns.
+    pub dispatch_ns: u64,
+    /// Sum of all callback durations, ns.
+    pub busy_ns: u64,
+    /// Callbacks that ran (of known objects).
+    pub callbacks: u64,
+    /// Every callback, sorted by start (empty unless spans were kept).
+    pub spans: Vec<Span>,
+    /// Names of the threads callbacks ran on.
+    pub thread_names: BTreeMap<u64, String>,
+}
+
+fn irql_bit(i: Irql) -> u8 {
+    match i {
+        Irql::Passive => 1,
+        Irql::Apc => 2,
+        Irql::Dispatch => 4,
+        Irql::Device(_) => 8,
+    }
+}
+
+/// The report name of an IRQL.
+pub fn irql_name(i: Irql) -> &'static str {
+    match i {
+        Irql::Passive => "passive",
+        Irql::Apc => "apc",
+        Irql::Dispatch => "dispatch",
+        Irql::Device(_) => "dirql",
+    }
+}
+
+impl Recorder {
+    /// A recorder for `objects` belonging to the devices `device_ids`; `keep_spans` keeps
+    /// every callback for traces and timelines.
+    pub fn new(objects: Vec<ObjectSpec>, device_ids: Vec<String>, keep_spans: bool) -> Arc<Self> {
+        let mut index: [HashMap<String, usize>; 5] = Default::default();
+        for (i, o) in objects.iter().enumerate() {
+            index[o.class.index()].insert(o.name.clone(), i);
+        }
+        Arc::new(Recorder {
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            index,
+            slots: objects.iter().map(|_| Slot::new()).collect(),
+            objects,
+            devices: device_ids.iter().map(|_| Slot::new()).collect(),
+            device_ids,
+            dispatch_ns: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            callbacks: AtomicU64::new(0),
+            keep_spans,
+            spans: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            thread_names: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Installs the recorder as the process's observer.
+    pub fn install(self: &Arc<Self>) {
+        wdf::observe::set_observer(Some(self.clone() as Arc<dyn Observer>));
+    }
+
+    /// Removes the process's observer.
+    pub fn uninstall() {
+        wdf::observe::set_observer(None);
+    }
+
+    fn find(&self, e: &CallbackEvent<'_>) -> Option<usize> {
+        self.index[Class::of(e.kind).index()].get(e.object).copied()
+    }
+
+    /// What was seen (call after [`Recorder::uninstall`]).
+    pub fn finish(&self) -> Recording {
+        let mut max_concurrent = BTreeMap::new();
+        let mut counts = BTreeMap::new();
+        let mut irqls = BTreeMap::new();
+        for (d, s) in self.device_ids.iter().zip(&self.devices) {
+            max_concurrent.insert(d.clone(), s.max.load(Ordering::SeqCst).max(0) as u64);
+        }
+        for (o, s) in self.objects.iter().zip(&self.slots) {
+            let n = s.count.load(Ordering::SeqCst);
+            let m = s.max.load(Ordering::SeqCst).max(0) as u64;
+            if o.class == Class::Queue || n > 0 {
+                max_concurrent.insert(o.id.clone(), m);
+            }
+            if n > 0 {
+                counts.insert(o.id.clone(), n);
+                let bits = s.irqls.load(Ordering::SeqCst);
+                let names: Vec<&'static str> =
+                    [Irql::Passive, Irql::Apc, Irql::Dispatch, Irql::Device(0)]
+                        .into_iter()
+                        .filter(|i| bits & irql_bit(*i) != 0)
+                        .map(irql_name)
+                        .collect();
+                irqls.insert(o.id.clone(), names);
+            }
+        }
+        let mut spans: Vec<Span> = Vec::new();
+        for s in &self.spans {
+            spans.append(&mut s.lock().expect("span shard").clone());
+        }
+        spans.sort_by_key(|s| (s.start_ns, s.thread));
+        Recording {
+            objects: self.objects.clone(),
+            max_concurrent,
+            counts,
+            irqls,
+            dispatch_ns: self.dispatch_ns.load(Ordering::SeqCst),
+            busy_ns: self.busy_ns.load(Ordering::SeqCst),
+            callbacks: self.callbacks.load(Ordering::SeqCst),
+            spans,
+            thread_names: self.thread_names.lock().expect("names").clone(),
+        }
+    }
+}
+
+impl Observer for Recorder {
+    fn begin(&self, e: &CallbackEvent<'_>) {
+        STACK.with(|s| s.borrow_mut().push(e.time_ns));
+        if SEEN.with(Cell::get) != self.generation {
+            SEEN.with(|c| c.set(self.generation));
+            let name = std::thread::current()
+                .name()
+                .map_or_else(|| format!("thread {}", e.thread), str::to_owned);
+            self.thread_names
+                .lock()
+                .expect("names")
+                .insert(e.thread, name);
+        }
+        if let Some(i) = self.find(e) {
+            self.slots[i].enter();
+            if let Some(d) = self.objects[i].device {
+                self.devices[d].enter();
+            }
+        }
+    }
+
+    fn end(&self, e: &CallbackEvent<'_>) {
+        let start = STACK.with(|s| s.borrow_mut().pop()).unwrap_or(e.time_ns);
+        let Some(i) = self.find(e) else {
+            return;
+        };
+        let dur = e.time_ns.saturating_sub(start);
+        let slot = &self.slots[i];
+        slot.leave();
+        if let Some(d) = self.objects[i].device {
+            self.devices[d].leave();
+        }
+        slot.count.fetch_add(1, Ordering::Relaxed);
+        slot.irqls.fetch_or(irql_bit(e.irql), Ordering::Relaxed);
+        self.callbacks.fetch_add(1, Ordering::Relaxed);
+        self.busy_ns.fetch_add(dur, Ordering::Relaxed);
+        if e.irql >= Irql::Dispatch {
+            self.dispatch_ns.fetch_add(dur, Ordering::Relaxed);
+        }
+        if self.keep_spans {
+            let span = Span {
+                object: i as u32,
+                kind: e.kind,
+                thread: e.thread,
+                start_ns: start,
+                dur_ns: dur,
+                irql: e.irql,
+                locked: e.locked,
+                request: e.request,
+            };
+            self.spans[(e.thread as usize) % SHARDS]
+                .lock()
+                .expect("span shard")
+                .push(span);
+        }
+    }
+}
