@@ -562,6 +562,7 @@ impl Config {
                 line,
                 column,
                 message: e.message().trim_end().to_owned(),
+                source_line: source_line(text, line),
             }
         })?;
         config.check(path, text)?;
@@ -578,6 +579,7 @@ impl Config {
                 line,
                 column,
                 message,
+                source_line: source_line(text, line),
             }
         };
         let mut seen: HashMap<&str, String> = HashMap::new();
@@ -719,6 +721,13 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+fn source_line(text: &str, line: usize) -> Option<String> {
+    (line > 0)
+        .then(|| text.lines().nth(line - 1))
+        .flatten()
+        .map(|l| l.trim_end().to_owned())
+}
+
 fn find_key(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
     text.find(key).map(|s| s..s + key.len())
 }
@@ -734,6 +743,8 @@ pub struct ConfigError {
     pub column: usize,
     /// What is wrong and what was expected.
     pub message: String,
+    /// The offending line of the file, if known.
+    pub source_line: Option<String>,
 }
 
 impl fmt::Display for ConfigError {
@@ -746,7 +757,17 @@ impl fmt::Display for ConfigError {
                 self.line,
                 self.column,
                 self.message
-            )
+            )?;
+            if let Some(src) = &self.source_line {
+                write!(
+                    f,
+                    "\n  {:>4} | {src}\n       | {:>width$}",
+                    self.line,
+                    "^",
+                    width = self.column
+                )?;
+            }
+            Ok(())
         } else {
             write!(f, "{}: {}", self.path.display(), self.message)
         }
@@ -762,6 +783,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         line: 0,
         column: 0,
         message: format!("cannot read the file: {e}"),
+        source_line: None,
     })?;
     Config::parse(path, &text)
 }
