@@ -294,6 +294,114 @@ impl Handshake {
     }
 }
 
+/// What [`replay`] saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// Options handled.
+    pub options: usize,
+    /// What was negotiated, if transmission was reached.
+    pub negotiated: Option<Negotiated>,
+    /// Requests parsed in transmission.
+    pub requests: usize,
+    /// Requests refused by validation.
+    pub refused: usize,
+    /// Bytes of replies produced during the handshake.
+    pub reply_bytes: usize,
+    /// Why the stream ended early, if it did.
+    pub error: Option<String>,
+}
+
+/// Feeds a whole client byte stream through the server's parsing, as a connection would,
+/// without I/O or a device: client flags, options through [`Handshake`], then request headers
+/// through [`Request::validate`](crate::protocol::Request::validate) (write payloads skipped).
+/// For fuzzing and property tests: it must never panic, whatever `input` is.
+pub fn replay(export: ExportInfo, input: &[u8]) -> Replay {
+    use crate::protocol::{Request, TransmissionParams};
+    let mut r = Replay::default();
+    let mut hs = Handshake::new(export);
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let end = at.checked_add(n).filter(|&e| e <= input.len())?;
+        let b = &input[at..end];
+        at = end;
+        Some(b)
+    };
+    let Some(flags) = take(4) else {
+        return r;
+    };
+    if let Err(e) = hs.client_flags(flags) {
+        r.error = Some(e.to_string());
+        return r;
+    }
+    let mut out = Vec::new();
+    let negotiated = loop {
+        let Some(hdr) = take(p::OPTION_HEADER_SIZE) else {
+            return r;
+        };
+        let header = match hs.option_header(hdr) {
+            Ok(h) => h,
+            Err(e) => {
+                r.error = Some(e.to_string());
+                return r;
+            }
+        };
+        let Some(data) = take(header.length as usize) else {
+            return r;
+        };
+        out.clear();
+        r.options += 1;
+        match hs.option(header, data, &mut out) {
+            Ok(Step::Continue) => r.reply_bytes += out.len(),
+            Ok(Step::Abort) => {
+                r.reply_bytes += out.len();
+                return r;
+            }
+            Ok(Step::Transmission(n)) => {
+                r.reply_bytes += out.len();
+                break n;
+            }
+            Err(e) => {
+                r.error = Some(e.to_string());
+                return r;
+            }
+        }
+    };
+    r.negotiated = Some(negotiated);
+    let e = hs.export();
+    let params = TransmissionParams {
+        size: e.size,
+        flags: negotiated.flags,
+        structured: negotiated.structured,
+        block_status: negotiated.block_status,
+        min_block: e.min_block,
+        max_payload: e.max_block.min(p::MAX_REQUEST_SIZE),
+    };
+    while let Some(hdr) = take(p::REQUEST_SIZE) {
+        let req = match Request::parse(hdr) {
+            Ok(req) => req,
+            Err(e) => {
+                r.error = Some(e.to_string());
+                return r;
+            }
+        };
+        r.requests += 1;
+        if req.validate(&params).is_err() {
+            r.refused += 1;
+        }
+        if req.payload_len() > params.max_payload {
+            r.error = Some("oversized write".into());
+            return r;
+        }
+        if take(req.payload_len() as usize).is_none() {
+            return r;
+        }
+        if req.command == p::CMD_DISC {
+            return r;
+        }
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -375,6 +375,7 @@ pub fn with_timeout(addr: &ListenAddr) -> RawClient {
         }
         ListenAddr::Tcp(a) => {
             let s = TcpStream::connect(a).unwrap();
+            s.set_nodelay(true).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             Box::new(s)
         }
