@@ -687,9 +687,13 @@ fn advise(config: &Config, objects: &[ObjectInfo], advice: &mut Vec<String>) {
             .collect();
         if sharing.len() >= 2 {
             let names: Vec<&str> = sharing.iter().map(|o| o.name.as_str()).collect();
+            let how_many = if names.len() == 2 {
+                "both".to_string()
+            } else {
+                format!("all {}", names.len())
+            };
             advice.push(format!(
-                "{did}: Device scope serializes all {} of its queues ({}): only one EvtIo callback of the device runs at a time, whatever their dispatch types. Sync Scope Device is rarely the right answer: prefer Queue scope, or scope None with a lock held only around the shared data",
-                names.len(),
+                "{did}: Device scope serializes {how_many} of its queues ({}): only one EvtIo callback of the device runs at a time, whatever their dispatch types. Sync Scope Device is rarely the right answer: prefer Queue scope, or scope None with a lock held only around the shared data",
                 names.join(", ")
             ));
         }
@@ -749,6 +753,27 @@ fn advise(config: &Config, objects: &[ObjectInfo], advice: &mut Vec<String>) {
             .queue
             .iter()
             .any(|q| q.device.get_ref() == dname && q.default);
+        if let Some(dq) = config
+            .queue
+            .iter()
+            .find(|q| q.device.get_ref() == dname && q.default)
+            && dq.dispatch != Dispatch::Manual
+            && !dq.handlers.contains(&Handler::Default)
+        {
+            for (t, _) in w.mix.weights() {
+                let routed = config
+                    .queue
+                    .iter()
+                    .any(|q| q.device.get_ref() == dname && q.routed_types().contains(&t));
+                if !routed && !dq.handlers.contains(&t) {
+                    advice.push(format!(
+                        "{did}: the workload sends {} requests; they reach the default queue {}, which has no handler for them: they fail with STATUS_INVALID_DEVICE_REQUEST",
+                        t.name(),
+                        dq.name.get_ref()
+                    ));
+                }
+            }
+        }
         if !has_default {
             for (t, _) in w.mix.weights() {
                 let routed = config
