@@ -27,10 +27,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Tell the articles' story on an embedded default: the statistics driver without a lock,
-    /// with Device scope, Queue scope, a spin lock and a passive Device scope, side by side.
+    /// The articles' story on an embedded default: the statistics driver, six ways.
     ///
-    /// Prints one table (throughput, p99 latency, time at DISPATCH_LEVEL, callbacks at once,
+    /// Runs the sample statistics driver without a lock, with Device scope, Queue scope, a spin
+    /// lock and a passive Device scope (also with requests sent at DISPATCH_LEVEL). Prints one table (throughput, p99 latency, time at DISPATCH_LEVEL, callbacks at once,
     /// deferrals, lost updates) and writes throughput.svg, timeline.svg and results.json.
     #[command(after_help = EXIT_HELP)]
     Demo {
@@ -47,9 +47,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Resolve a configuration exactly as the framework would: per object its execution level,
-    /// scope, lock (flavour and owner) and callback IRQL; the serialization domains; the WDF
-    /// status of every creation call that fails (exit code 1); and advice.
+    /// Resolve a configuration exactly as the framework would.
+    ///
+    /// Prints per object its execution level, scope, lock (flavour and owner) and callback IRQL;
+    /// the serialization domains (callbacks that never overlap); the WDF status of every
+    /// creation call that fails (exit code 1); and advice from the articles.
     #[command(after_help = EXIT_HELP)]
     Explain {
         /// The configuration file (TOML).
@@ -58,9 +60,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Build the configuration with the framework, run its workload through the I/O manager
-    /// with the verifier on, and report throughput, latency, concurrency, IRQLs, deferrals,
-    /// time at DISPATCH_LEVEL, watchdog findings, verifier violations and lost updates.
+    /// Build a configuration with the framework and run its workload.
+    ///
+    /// Requests go through the I/O manager with the verifier on. Reports throughput, latency,
+    /// callbacks running at once per device and object, IRQLs, deferrals, time at
+    /// DISPATCH_LEVEL, watchdog findings, verifier violations and lost updates.
     #[command(after_help = EXIT_HELP)]
     Run {
         /// The configuration file (TOML).
@@ -84,8 +88,10 @@ enum Command {
         #[arg(long)]
         requests: Option<u64>,
     },
-    /// Run the workload across sync scope x execution level x dispatch type (applied to every
-    /// device and queue); combinations the framework refuses are listed with their status.
+    /// Run the workload across sync scope x execution level x dispatch type.
+    ///
+    /// The combination is applied to every device (scope, level) and queue (dispatch type);
+    /// combinations the framework refuses are listed with their status, not run.
     #[command(after_help = EXIT_HELP)]
     Matrix {
         /// The configuration file (TOML).
@@ -113,8 +119,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Nanoseconds per request round trip through wdfkit next to baselines (direct call,
-    /// std Mutex, crossbeam worker thread), min and median over repetitions.
+    /// Nanoseconds per request round trip through wdfkit next to baselines.
+    ///
+    /// Baselines: direct call, std Mutex, crossbeam worker thread; min and median over
+    /// repetitions.
     Bench {
         /// Fewer requests and repetitions (a smoke run).
         #[arg(long)]

@@ -29,6 +29,8 @@ pub struct RowResult {
     pub deferrals: Deferrals,
     /// Lost statistics updates.
     pub lost_updates: u64,
+    /// `stats = "scope"`: updates from callbacks holding no scope lock (not made).
+    pub skipped_updates: u64,
     /// Verifier violations, all rules.
     pub verifier_violations: u64,
 }
@@ -164,6 +166,7 @@ pub fn matrix(
                 dispatch_time_us: r.dispatch_time_us,
                 deferrals: r.deferrals,
                 lost_updates: r.stats.lost_updates,
+                skipped_updates: r.stats.skipped,
                 verifier_violations: r.verifier.values().sum(),
             });
         }
@@ -196,7 +199,9 @@ pub fn render(m: &Matrix) -> String {
         "lost",
         "verifier"
     );
+    let mut skipped = false;
     for r in &m.rows {
+        skipped |= r.result.as_ref().is_some_and(|x| x.skipped_updates > 0);
         let head = format!(
             "{:<8} {:<9} {:<11}",
             scope_str(r.sync_scope),
@@ -207,13 +212,14 @@ pub fn render(m: &Matrix) -> String {
             Some(x) => {
                 let _ = writeln!(
                     s,
-                    "{head} {:>10.0} {:>9.1} {:>8} {:>11.1} {:>9} {:>6} {:>9}",
+                    "{head} {:>10.0} {:>9.1} {:>8} {:>11.1} {:>9} {:>6}{} {:>9}",
                     x.throughput_rps,
                     x.latency_us.p99,
                     x.max_concurrent_device,
                     x.dispatch_time_us / 1e3,
                     x.deferrals.work_item + x.deferrals.dpc,
                     x.lost_updates,
+                    if x.skipped_updates > 0 { "*" } else { " " },
                     x.verifier_violations
                 );
             }
@@ -226,6 +232,12 @@ pub fn render(m: &Matrix) -> String {
                 let _ = writeln!(s, "{head} rejected: {why}");
             }
         }
+    }
+    if skipped {
+        let _ = writeln!(
+            s,
+            "* stats = \"scope\": callbacks holding no scope lock cannot reach scope-locked data; their updates were skipped"
+        );
     }
     s
 }
