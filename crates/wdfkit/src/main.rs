@@ -308,6 +308,8 @@ fn dispatch(command: Command) -> Result<ExitCode, Failure> {
             duration_ms,
             json: as_json,
         } => {
+            std::fs::create_dir_all(&out)
+                .map_err(|e| Failure::input(format!("cannot create {}: {e}", out.display())))?;
             let opts = demo::DemoOptions {
                 out,
                 threads: threads as usize,
