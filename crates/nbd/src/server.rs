@@ -12,8 +12,8 @@
 //!   the driver's callback inside `submit`, so the request is complete when `submit` returns,
 //!   and the reader appends the reply to the connection's output buffer itself: no other
 //!   thread is involved. The buffer is written to the socket when the reader has no buffered
-//!   input left (it is about to block on `read`), so at queue depth 16 one `write` carries
-//!   many replies.
+//!   input left (it is about to block on `read`) or holds [`FLUSH_EVERY`] replies, so at queue
+//!   depth 16 one `write` carries several replies without holding any back for long.
 //! * A request still pending after `submit` (a busy sequential queue, a deferral to a work
 //!   item) is polled as a `Future` with a waker that hands it to the connection's completer
 //!   thread when it completes; the completer writes its reply. Replies therefore go out in
@@ -56,6 +56,9 @@ const READ_BUFFER: usize = 256 << 10;
 const WRITE_HIGH_WATER: usize = 256 << 10;
 /// Data at least this large is written directly instead of being copied into the buffer.
 const DIRECT_WRITE: usize = 64 << 10;
+/// Replies queued before they are written even though more requests are buffered
+/// (measured: with 16 writes in flight, waiting for the whole batch cost a third of the IOPS).
+pub const FLUSH_EVERY: usize = 4;
 /// Connections beyond this many are closed at once.
 pub const MAX_CONNECTIONS: usize = 256;
 
@@ -508,6 +511,7 @@ fn handshake(
 struct Output {
     stream: Option<Stream>,
     buf: Vec<u8>,
+    queued: usize,
 }
 
 impl Output {
@@ -516,6 +520,7 @@ impl Output {
             return;
         }
         self.buf.extend_from_slice(&r.head);
+        self.queued += 1;
         if r.data.len() >= DIRECT_WRITE {
             self.flush();
             self.write(&r.data);
@@ -538,6 +543,7 @@ impl Output {
     }
 
     fn flush(&mut self) {
+        self.queued = 0;
         if !self.buf.is_empty() {
             let buf = std::mem::take(&mut self.buf);
             self.write(&buf);
@@ -669,6 +675,7 @@ fn transmission(
         out: Mutex::new(Output {
             stream: writer,
             buf: Vec::with_capacity(WRITE_HIGH_WATER),
+            queued: 0,
         }),
         inflight: Mutex::new(0),
         drained: Condvar::new(),
@@ -690,9 +697,14 @@ fn transmission(
         }
     };
     loop {
-        if reader.buffer().is_empty() && ctx.reply_path == ReplyPath::Inline {
-            // About to block on the socket: send what is waiting first.
-            conn.out.lock().flush();
+        if ctx.reply_path == ReplyPath::Inline {
+            let mut out = conn.out.lock();
+            if reader.buffer().is_empty() || out.queued >= FLUSH_EVERY {
+                // About to block on the socket: send what is waiting first. With many
+                // requests buffered, do not sit on their replies until all are done either:
+                // the client can only send more once it has some back.
+                out.flush();
+            }
         }
         let mut hdr = [0u8; p::REQUEST_SIZE];
         match read_message(&mut reader, &mut hdr) {
@@ -717,12 +729,14 @@ fn transmission(
                 deliver(conn.session.refusal(req.cookie, Errno::Inval, &msg));
                 break;
             }
-            let mut data = vec![0u8; req.length as usize];
-            if read_message(&mut reader, &mut data).is_err() {
+            // Read straight into the request's buffer (no zero-filling first).
+            let len = req.length as usize;
+            let mut data = Vec::with_capacity(len);
+            match (&mut reader).take(len as u64).read_to_end(&mut data) {
+                Ok(n) if n == len => data,
                 // The client vanished mid-request.
-                break;
+                _ => break,
             }
-            data
         } else {
             Vec::new()
         };
