@@ -2,7 +2,8 @@
 # NBD server comparison (not run in CI): qemu-img bench 4 KiB reads and writes at queue depth
 # 1 and 16, same client, one run, against
 #   - wdfkit serve-nbd (RAM disk) with each sync scope (none, queue, device), plus scope none
-#     with every reply handed to a writer thread (the threading alternative),
+#     without polling the socket before blocking (--spin-us 0) and with every reply handed to
+#     a writer thread (the threading alternative),
 #   - nbdkit's memory plugin, default and with --filter=noparallel serialize=all-requests,
 #   - qemu-nbd on a raw file in /dev/shm,
 # all on loopback Unix sockets; then fio (nbd engine) 4 KiB random reads/writes at QD16 on the
@@ -103,6 +104,7 @@ add() { NAMES+=("$1"); CMDS+=("$2"); }
 add "wdfkit serve-nbd, scope none" "${WDFKIT_CMD[*]} --size $SIZE --sync-scope none --unix SOCK"
 add "wdfkit serve-nbd, scope queue" "${WDFKIT_CMD[*]} --size $SIZE --sync-scope queue --unix SOCK"
 add "wdfkit serve-nbd, scope device" "${WDFKIT_CMD[*]} --size $SIZE --sync-scope device --unix SOCK"
+add "wdfkit serve-nbd, scope none, no polling before blocking" "${WDFKIT_CMD[*]} --size $SIZE --spin-us 0 --unix SOCK"
 add "wdfkit serve-nbd, scope none, writer-thread replies" "${WDFKIT_CMD[*]} --size $SIZE --reply-path writer-thread --unix SOCK"
 add "nbdkit memory (parallel, 16 threads)" "nbdkit -f -U SOCK memory $SIZE"
 add "nbdkit memory + noparallel serialize=all-requests" "nbdkit -f -U SOCK --filter=noparallel memory $SIZE serialize=all-requests"

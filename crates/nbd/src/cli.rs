@@ -15,7 +15,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use wdf::{Driver, ExecutionLevel, ObjectAttributes, SyncScope};
 
-use crate::server::{ListenAddr, ReplyPath, Server};
+use crate::server::{ListenAddr, ReplyPath, Server, ServerOptions};
 use crate::transmission::probe_export;
 
 /// The default TCP address: loopback only, on the IANA NBD port.
@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Who writes replies to the socket (for measurements).
     #[arg(long, value_enum, default_value_t, hide = true)]
     pub reply_path: ReplyPathArg,
+    /// Microseconds a connection polls for the next request before sleeping (for
+    /// measurements; 0 disables).
+    #[arg(long, value_name = "US", default_value_t = 100, hide = true)]
+    pub spin_us: u64,
 }
 
 /// Parses a size: digits with an optional `K`, `M`, `G` or `T` suffix (powers of 1024;
@@ -201,12 +205,16 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
         ReplyPathArg::Inline => ReplyPath::Inline,
         ReplyPathArg::WriterThread => ReplyPath::WriterThread,
     };
+    let options = ServerOptions {
+        reply_path,
+        spin: std::time::Duration::from_micros(args.spin_us),
+    };
     let server = Server::bind(
         kernel.io().clone(),
         DEVICE_NAME,
         export.clone(),
         &args.listen_addr(),
-        reply_path,
+        options,
     )
     .map_err(|e| format!("cannot listen on {}: {e}", args.listen_addr()))?;
     let stop = server.shutdown_handle();
@@ -299,6 +307,7 @@ mod tests {
             sync_scope: ScopeArg::None,
             execution_level: LevelArg::Dispatch,
             reply_path: ReplyPathArg::Inline,
+            spin_us: 100,
         };
         match a.listen_addr() {
             ListenAddr::Tcp(addr) => assert!(addr.ip().is_loopback()),

@@ -36,7 +36,8 @@
 //! [`std::future::Future`] ([`nt::io::PendingIo`]); its waker hands it to the connection's
 //! completer thread, which writes the reply when it is ready, so replies go out in completion
 //! order. On this project's 2-vCPU machine, waking another thread costs 16–25 µs, more than
-//! the whole request; the inline path has no wake-up at all. The measurement that settled it
+//! the whole request; the inline path has no wake-up at all, and before blocking on its socket
+//! the reader polls it briefly so that the client's next request usually finds it awake. The measurement that settled it
 //! is in BENCHMARKS.md ("NBD"). See [`server`].
 //!
 //! # Limits and bad input
@@ -50,7 +51,7 @@
 //!
 //! ```no_run
 //! use drivers::ramdisk::{self, RamdiskConfig};
-//! use nbd::server::{ListenAddr, ReplyPath, Server};
+//! use nbd::server::{ListenAddr, Server, ServerOptions};
 //! use wdf::{Driver, ObjectAttributes};
 //!
 //! let kernel = nt::Kernel::builder().build();
@@ -58,7 +59,8 @@
 //! ramdisk::create(&driver, "rd0", RamdiskConfig::new(1 << 30)).unwrap();
 //! let export = nbd::transmission::probe_export(kernel.io(), "rd0", "disk", "", true).unwrap();
 //! let listen = ListenAddr::Unix("/tmp/rd0.sock".into());
-//! let server = Server::bind(kernel.io().clone(), "rd0", export, &listen, ReplyPath::Inline).unwrap();
+//! let options = ServerOptions::default();
+//! let server = Server::bind(kernel.io().clone(), "rd0", export, &listen, options).unwrap();
 //! let stop = server.shutdown_handle(); // call stop.shutdown() from elsewhere
 //! let stats = server.run();
 //! ```
@@ -72,5 +74,5 @@ pub mod server;
 pub mod transmission;
 
 pub use handshake::{ExportInfo, Handshake, Negotiated};
-pub use server::{ListenAddr, ReplyPath, Server, ServerStats, ShutdownHandle};
+pub use server::{ListenAddr, ReplyPath, Server, ServerOptions, ServerStats, ShutdownHandle};
 pub use transmission::{Session, probe_export};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{RawClient, TestServer, Transport, ramdisk};
 use nbd::ExportInfo;
 use nbd::protocol::{self as p, MAX_REQUEST_SIZE};
-use nbd::server::{ListenAddr, ReplyPath, Server};
+use nbd::server::{ListenAddr, ReplyPath, Server, ServerOptions};
 use nt::NtStatus;
 use nt::io::{Irp, IrpHandler, MajorFunction};
 
@@ -59,7 +59,7 @@ fn a_slow_request_does_not_hold_up_later_replies() {
     };
     let dir = common::TempDir::new("order");
     let listen = ListenAddr::Unix(dir.path().join("s.sock"));
-    let server = Server::bind(io, "slow", export, &listen, ReplyPath::Inline).unwrap();
+    let server = Server::bind(io, "slow", export, &listen, ServerOptions::default()).unwrap();
     let stop = server.shutdown_handle();
     let t = std::thread::spawn(move || server.run());
 

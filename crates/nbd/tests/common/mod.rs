@@ -15,7 +15,7 @@ use drivers::ramdisk::{self, RamdiskConfig, RamdiskDevice};
 use nbd::protocol::{
     self as p, ClientOption, InfoRequest, MetaContextRequest, OptionReply, ReplyHeader, Request,
 };
-use nbd::server::{ListenAddr, ReplyPath, Server, ServerStats, ShutdownHandle};
+use nbd::server::{ListenAddr, ReplyPath, Server, ServerOptions, ServerStats, ShutdownHandle};
 use wdf::{Driver, ObjectAttributes};
 
 /// A directory removed on drop.
@@ -86,7 +86,11 @@ impl TestServer {
             Transport::Unix => ListenAddr::Unix(dir.path().join("nbd.sock")),
             Transport::Tcp => ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
         };
-        let server = Server::bind(kernel.io().clone(), "rd", export, &listen, path).unwrap();
+        let options = ServerOptions {
+            reply_path: path,
+            ..ServerOptions::default()
+        };
+        let server = Server::bind(kernel.io().clone(), "rd", export, &listen, options).unwrap();
         let addr = server.local_addr().clone();
         let stop = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.run());
