@@ -658,7 +658,7 @@ impl StatsDevice {
         match &self.ctx.block {
             Block::Racy(b) => Ok(b.load()),
             Block::Device(b) => {
-                let mut token = self.device.acquire_lock()?;
+                let mut token = self.device.acquire_lock();
                 Ok(*b.try_get(&mut token)?)
             }
             Block::PerQueue(p) => {

@@ -20,7 +20,7 @@ use nt::{Kernel, NtStatus};
 use parking_lot::RwLock;
 
 use crate::driver::Driver;
-use crate::invoke;
+use crate::invoke::{self, Health, PanicPolicy};
 use crate::object::{ObjectAttributes, ObjectHeader};
 use crate::observe::CallbackKind;
 use crate::power::StopAction;
@@ -90,6 +90,7 @@ type ContextFactory = Box<dyn FnOnce(&Arc<Device>) -> Arc<dyn Any + Send + Sync>
 /// What a device is created from. Equivalent to: `WDFDEVICE_INIT`.
 pub struct DeviceInit {
     name: String,
+    panic_policy: PanicPolicy,
     attributes: ObjectAttributes,
     file_object: Option<FileObjectConfig>,
     contexts: Vec<ContextFactory>,
@@ -100,6 +101,7 @@ impl DeviceInit {
     pub fn new(name: impl Into<String>) -> Self {
         DeviceInit {
             name: name.into(),
+            panic_policy: PanicPolicy::default(),
             attributes: ObjectAttributes::default(),
             file_object: None,
             contexts: Vec::new(),
@@ -109,6 +111,12 @@ impl DeviceInit {
     /// The device's attributes (scope, level, cleanup).
     pub fn attributes(&mut self, attrs: ObjectAttributes) -> &mut Self {
         self.attributes = attrs;
+        self
+    }
+
+    /// What happens to the device when one of its callbacks panics (default: keep serving).
+    pub fn panic_policy(&mut self, policy: PanicPolicy) -> &mut Self {
+        self.panic_policy = policy;
         self
     }
 
@@ -164,6 +172,7 @@ pub struct Device {
     routes: RwLock<Routes>,
     /// Bumped on every routing change; handles rebuild their route table when it moves.
     route_generation: AtomicU64,
+    pub(crate) health: Arc<Health>,
 }
 
 #[derive(Default)]
@@ -204,11 +213,7 @@ struct FileState {
 
 impl Device {
     pub(crate) fn create(driver: &Arc<Driver>, init: DeviceInit) -> Result<Arc<Device>, NtStatus> {
-        irql::check_at_most(
-            Irql::Passive,
-            &nt::verifier::rules::IRQL_TOO_HIGH,
-            "WdfDeviceCreate",
-        );
+        crate::queue::passive_ddi("WdfDeviceCreate")?;
         constraints::validate_attributes(ObjectKind::Device, &init.attributes)?;
         let resolved = constraints::resolve_device(driver.constraints(), &init.attributes)?;
         let mut file_config = init.file_object.unwrap_or_default();
@@ -231,7 +236,9 @@ impl Device {
             },
             routes: RwLock::new(Routes::default()),
             route_generation: AtomicU64::new(0),
+            health: Arc::new(Health::new(init.panic_policy)),
         });
+        device.health.attach(Arc::downgrade(&device));
         for make in init.contexts {
             let ctx = make(&device);
             device.header.add_context_dyn(ctx);
@@ -292,8 +299,8 @@ impl Device {
     /// Acquires the device's callback lock from code outside its callbacks. Re-acquiring on the
     /// owning thread is the fatal `WDF_RECURSIVE_LOCK`. Equivalent to:
     /// `WdfObjectAcquireLock(device)`; dropping the token is `WdfObjectReleaseLock`.
-    pub fn acquire_lock(&self) -> Result<ScopeToken, NtStatus> {
-        Ok(ScopeToken::acquire(&self.lock))
+    pub fn acquire_lock(&self) -> ScopeToken {
+        ScopeToken::acquire(&self.lock)
     }
 
     /// Creates a queue on this device. Equivalent to: `WdfIoQueueCreate`.
@@ -392,6 +399,18 @@ impl Device {
         Ok(())
     }
 
+    /// Whether a callback panic marked the device failed ([`PanicPolicy::FailDevice`]).
+    pub fn is_failed(&self) -> bool {
+        self.health.failed()
+    }
+
+    /// A failed device cancels everything queued on it.
+    pub(crate) fn fail_queues(&self) {
+        for q in self.queues() {
+            q.removal_purge();
+        }
+    }
+
     /// Removes the device: unregisters it; purges every queue (queued requests and cancelable
     /// driver-owned ones are cancelled) and calls `EvtIoStop` with [`StopAction::Purge`] for the
     /// requests the driver owns; waits (at PASSIVE_LEVEL, up to [`REMOVAL_WAIT`]) for the driver
@@ -465,6 +484,7 @@ impl Device {
                 self.file_lock(),
                 CallbackKind::FileCreate,
                 self.name(),
+                &self.health,
                 Some(irp.id()),
                 |t| h(t, irp.file()),
             )
@@ -488,9 +508,14 @@ impl Device {
             &self.files.config.close
         };
         if let Some(h) = handler {
-            invoke::run(self.file_lock(), kind, self.name(), Some(irp.id()), |t| {
-                h(t, irp.file())
-            });
+            invoke::run(
+                self.file_lock(),
+                kind,
+                self.name(),
+                &self.health,
+                Some(irp.id()),
+                |t| h(t, irp.file()),
+            );
         }
         if kind == CallbackKind::FileCleanup {
             for q in self.queues() {
@@ -503,6 +528,10 @@ impl Device {
 
 impl IrpHandler for Device {
     fn dispatch(&self, irp: Irp) {
+        if self.health.failed() {
+            irp.complete(NtStatus::NO_SUCH_DEVICE, 0);
+            return;
+        }
         match irp.major() {
             MajorFunction::Create => self.on_create(irp),
             MajorFunction::Cleanup => self.on_file(irp, CallbackKind::FileCleanup),

@@ -104,6 +104,14 @@ impl Parent<'_> {
         }
     }
 
+    fn health(&self) -> Arc<crate::invoke::Health> {
+        match self {
+            Parent::Driver(_) => Arc::new(crate::invoke::Health::new(Default::default())),
+            Parent::Device(d) => d.health.clone(),
+            Parent::Queue(q) => q.health.clone(),
+        }
+    }
+
     fn header(&self) -> &Arc<ObjectHeader> {
         match self {
             Parent::Driver(d) => d.header(),
@@ -144,6 +152,7 @@ type Callback = Box<dyn Fn(&mut CallbackContext<'_>) + Send + Sync>;
 /// not finished (for flush and stop-with-wait).
 struct Exec {
     header: Arc<ObjectHeader>,
+    health: Arc<crate::invoke::Health>,
     kind: CallbackKind,
     lock: Option<CallbackLock>,
     callback: Callback,
@@ -165,6 +174,7 @@ impl Exec {
         parent.header().add_child(header.clone());
         Arc::new(Exec {
             header,
+            health: parent.health(),
             kind,
             lock: if serialized { parent.lock() } else { None },
             callback,
@@ -193,6 +203,7 @@ impl Exec {
             self.lock.as_ref(),
             self.kind,
             self.header.name(),
+            &self.health,
             None,
             |token| (self.callback)(&mut CallbackContext { token }),
         );
@@ -390,6 +401,8 @@ pub struct Timer {
     exec: Arc<Exec>,
     ktimer: nt::Timer,
     kernel: nt::WeakKernel,
+    /// A stop-with-wait is in progress: starts are ignored.
+    stopping: std::sync::atomic::AtomicBool,
     passive: bool,
     period: Option<Duration>,
 }
@@ -448,41 +461,57 @@ impl Timer {
             exec,
             ktimer,
             kernel: kernel.downgrade(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             passive,
             period: config.period,
         }))
     }
 
     /// Starts (or restarts) the timer: first expiry after `due`. Returns whether it was already
-    /// running. Equivalent to: `WdfTimerStart`.
+    /// running. Ignored (returns `false`) while a stop-with-wait runs the timer down.
+    /// Equivalent to: `WdfTimerStart`.
     pub fn start(&self, due: Duration) -> bool {
+        if self.stopping.load(Ordering::Acquire) {
+            return false;
+        }
         self.ktimer.set(nt::DueTime::Relative(due), self.period)
     }
 
     /// Stops the timer; returns whether it was running. With `wait` (PASSIVE_LEVEL, not from the
-    /// timer's own callback: refused with `false` and a verifier report), also waits until any
-    /// queued or running callback has finished. Equivalent to: `WdfTimerStop`.
+    /// timer's own callback: refused with `false` and a verifier report), starts made meanwhile
+    /// are ignored and the call returns only when no callback is queued or running and the
+    /// timer is not set: if a running callback restarted it, it is stopped again.
+    /// Equivalent to: `WdfTimerStop`.
     pub fn stop(&self, wait: bool) -> bool {
-        let was = self.ktimer.cancel();
-        if wait {
-            if self.exec.in_own_callback() {
-                verifier::report(
-                    &rules::PASSIVE_DDI_AT_DISPATCH,
-                    format_args!(
-                        "WdfTimerStop(Wait=TRUE) from timer {}'s own callback",
-                        self.exec.header.name()
-                    ),
-                );
-                return false;
-            }
-            if passive_ddi("WdfTimerStop(Wait=TRUE)").is_err() {
-                return false;
-            }
+        if !wait {
+            return self.ktimer.cancel();
+        }
+        if self.exec.in_own_callback() {
+            verifier::report(
+                &rules::PASSIVE_DDI_AT_DISPATCH,
+                format_args!(
+                    "WdfTimerStop(Wait=TRUE) from timer {}'s own callback",
+                    self.exec.header.name()
+                ),
+            );
+            return false;
+        }
+        if passive_ddi("WdfTimerStop(Wait=TRUE)").is_err() {
+            return false;
+        }
+        self.stopping.store(true, Ordering::Release);
+        let mut was = false;
+        loop {
+            was |= self.ktimer.cancel();
             if let Some(k) = self.kernel.upgrade() {
                 k.flush_dpcs();
             }
             self.exec.wait_idle();
+            if !self.ktimer.is_set() {
+                break;
+            }
         }
+        self.stopping.store(false, Ordering::Release);
         was
     }
 

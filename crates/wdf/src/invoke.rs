@@ -2,6 +2,8 @@
 //! containment, in one place.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{OnceLock, Weak};
 
 use nt::irql::CallbackFrame;
 
@@ -9,13 +11,72 @@ use crate::observe::{self, CallbackKind};
 use crate::sync::{CallbackLock, ScopeToken};
 use crate::verifier::rules;
 
+/// What happens to a device after one of its callbacks panics.
+///
+/// Either way the panic is contained: the request the callback held is completed with
+/// `STATUS_INTERNAL_ERROR`, the panic is reported (`WDF_CALLBACK_PANICKED`, naming the callback
+/// and the object), and the callback lock is released.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PanicPolicy {
+    /// The device keeps serving requests.
+    #[default]
+    KeepServing,
+    /// The device is marked failed: its queued requests are cancelled and every new request
+    /// fails with `STATUS_NO_SUCH_DEVICE`, as when a UMDF host process goes down.
+    FailDevice,
+}
+
+/// A device's health, shared by the device and everything that runs its callbacks.
+pub(crate) struct Health {
+    policy: PanicPolicy,
+    failed: AtomicBool,
+    device: OnceLock<Weak<crate::Device>>,
+}
+
+impl Health {
+    pub(crate) fn new(policy: PanicPolicy) -> Self {
+        Health {
+            policy,
+            failed: AtomicBool::new(false),
+            device: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn attach(&self, device: Weak<crate::Device>) {
+        let _ = self.device.set(device);
+    }
+
+    /// Whether the device was marked failed.
+    #[inline]
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    #[cold]
+    fn callback_panicked(&self) {
+        if self.policy != PanicPolicy::FailDevice || self.failed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(device) = self.device.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        // The panicking thread may be inside a queue's loop: cancel the queued requests from a
+        // worker thread instead of re-entering the loop here.
+        if let Some(kernel) = device.kernel() {
+            kernel.queue_work("fail device", move || device.fail_queues());
+        }
+    }
+}
+
 /// Runs `f` as callback `kind` of `object`, holding `lock` if given, and lends `f` the token.
-/// Returns `None` if `f` panicked (reported as `WDF_CALLBACK_PANICKED`; the lock is released).
+/// Returns `None` if `f` panicked (reported as `WDF_CALLBACK_PANICKED`; the lock is released;
+/// the device's [`PanicPolicy`] applies).
 #[inline]
 pub(crate) fn run<R>(
     lock: Option<&CallbackLock>,
     kind: CallbackKind,
     object: &str,
+    health: &Health,
     request: Option<u64>,
     f: impl FnOnce(Option<&mut ScopeToken>) -> R,
 ) -> Option<R> {
@@ -44,6 +105,7 @@ pub(crate) fn run<R>(
         Ok(r) => Some(r),
         Err(_) => {
             report_panic(object, kind.wdf_name());
+            health.callback_panicked();
             None
         }
     }

@@ -43,7 +43,7 @@
 //!
 //! let h = kernel.io().open("stats0").unwrap();
 //! assert_eq!(h.read(0, 16).information, 16);
-//! let mut token = device.acquire_lock().unwrap();
+//! let mut token = device.acquire_lock();
 //! assert_eq!(ctx.stats.get(&mut token).bytes_read, 16);
 //! ```
 #![forbid(unsafe_code)]
@@ -53,6 +53,7 @@ pub mod device;
 pub mod driver;
 pub mod exec;
 mod invoke;
+pub use invoke::PanicPolicy;
 pub mod locks;
 pub mod object;
 pub mod observe;

@@ -215,6 +215,7 @@ impl Queue {
                         lock,
                         CallbackKind::IoStop,
                         self.name(),
+                        &self.health,
                         Some(notice.request),
                         |token| h(&mut IoContext { queue: self, token }, notice),
                     );
@@ -226,6 +227,7 @@ impl Queue {
                         lock,
                         CallbackKind::IoResume,
                         self.name(),
+                        &self.health,
                         Some(id),
                         |token| h(&mut IoContext { queue: self, token }, id),
                     );

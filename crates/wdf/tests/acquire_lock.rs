@@ -61,7 +61,7 @@ fn acquire_lock_outside_callbacks_unlocks_scope_locked_data() {
     });
 
     {
-        let mut token = dev.acquire_lock().unwrap();
+        let mut token = dev.acquire_lock();
         assert!(dev.callback_lock().is_owned_by_current_thread());
         assert_eq!(
             irql::current(),
@@ -89,7 +89,7 @@ fn passive_device_lock_is_held_at_passive_level() {
         ObjectAttributes::scope(SyncScope::Device).with_level(ExecutionLevel::Passive),
     );
     let data = dev.scope_locked(String::from("a"));
-    let mut token = dev.acquire_lock().unwrap();
+    let mut token = dev.acquire_lock();
     assert_eq!(irql::current(), Irql::Passive);
     data.get(&mut token).push('b');
     assert_eq!(data.get(&mut token), "ab");
@@ -162,7 +162,7 @@ fn acquire_lock_inside_a_device_scope_callback_is_a_fatal_recursive_lock() {
     assert!(!dev.callback_lock().is_owned_by_current_thread());
     assert_eq!(read(&h, 0, 4).status, NtStatus::SUCCESS);
     assert_eq!(write(&h, 0, vec![0; 4]).status, NtStatus::SUCCESS);
-    drop(dev.acquire_lock().unwrap());
+    drop(dev.acquire_lock());
     assert_eq!(writes.driver_owned_count(), 0);
 }
 
@@ -208,13 +208,13 @@ fn try_get_with_a_token_of_another_lock_is_invalid_device_request() {
     );
     let data_of_a = a.scope_locked(1u8);
     {
-        let mut tb = b.acquire_lock().unwrap();
+        let mut tb = b.acquire_lock();
         assert_eq!(
             data_of_a.try_get(&mut tb).unwrap_err(),
             NtStatus::INVALID_DEVICE_REQUEST
         );
     }
-    let mut ta = a.acquire_lock().unwrap();
+    let mut ta = a.acquire_lock();
     assert_eq!(data_of_a.try_get(&mut ta), Ok(&mut 1));
 }
 
@@ -302,7 +302,7 @@ fn acquiring_another_lock_inside_a_callback_is_allowed() {
         assert!(cx.scope().is_some(), "Queue scope lends the queue's token");
         let device = cx.queue().device().unwrap();
         let ctx = device.context::<Counter>().unwrap();
-        let mut token = device.acquire_lock().unwrap();
+        let mut token = device.acquire_lock();
         *ctx.value.get(&mut token) += 1;
         drop(token);
         req.complete_with_information(NtStatus::SUCCESS, len);
@@ -313,7 +313,7 @@ fn acquiring_another_lock_inside_a_callback_is_allowed() {
         assert_eq!(read(&h, 0, 1).status, NtStatus::SUCCESS);
     }
     let ctx = dev.context::<Counter>().unwrap();
-    assert_eq!(*ctx.value.get(&mut dev.acquire_lock().unwrap()), 3);
+    assert_eq!(*ctx.value.get(&mut dev.acquire_lock()), 3);
     assert_eq!(verifier::count(&rules::WDF_RECURSIVE_LOCK), 0);
     assert_eq!(verifier::count(&rules::CALLBACK_PANICKED), 0);
 }

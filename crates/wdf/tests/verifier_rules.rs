@@ -37,7 +37,7 @@ fn wdf_lock_order() {
 
     {
         let q = queue.acquire_lock();
-        let d = dev.acquire_lock().unwrap();
+        let d = dev.acquire_lock();
         drop(d);
         drop(q);
     }
@@ -48,7 +48,7 @@ fn wdf_lock_order() {
         verifier::recent()
     );
     {
-        let d = dev.acquire_lock().unwrap();
+        let d = dev.acquire_lock();
         let q = queue.acquire_lock();
         drop(q);
         drop(d);
@@ -128,7 +128,7 @@ fn wdf_callback_lock_released_by_driver() {
     cfg.default_queue = true;
     let (o, r) = (other.clone(), released.clone());
     cfg.io_read(move |cx, req, _len| {
-        let mut foreign = o.acquire_lock().unwrap();
+        let mut foreign = o.acquire_lock();
         let lent = cx.scope().expect("Device scope lends a token");
         std::mem::swap(lent, &mut foreign);
         // `foreign` now holds this callback's own token: dropping it releases the lock the
@@ -153,7 +153,7 @@ fn wdf_callback_lock_released_by_driver() {
     // Both locks are free again: the framework dropped the swapped-in token.
     let t = queue.acquire_lock();
     drop(t);
-    drop(other.acquire_lock().unwrap());
+    drop(other.acquire_lock());
 }
 
 /// Request completed while still marked cancelable: prevented by the types (the compile-fail

@@ -665,10 +665,7 @@ pub fn run(
             for (k, block) in b.scope.iter().enumerate() {
                 let Some(block) = block else { continue };
                 let mut token = if k < nd {
-                    match built.devices[k].as_ref().expect("built").acquire_lock() {
-                        Ok(t) => t,
-                        Err(_) => continue,
-                    }
+                    built.devices[k].as_ref().expect("built").acquire_lock()
                 } else {
                     built.queues[k - nd].as_ref().expect("built").acquire_lock()
                 };

@@ -215,12 +215,28 @@ impl Queue {
         }
     }
 
-    /// Cancels every queued request (purge, stop-and-purge) as a sender's cancel would.
-    pub(super) fn cancel_all_pending(self: &Arc<Self>) {
-        let ids: Vec<u64> = self.state.lock().pending.iter().map(|r| r.id()).collect();
-        for id in ids {
-            self.cancel_pending(id);
+    /// Takes every queued request out for cancellation (purge, stop-and-purge, removal), under
+    /// the object lock so that no state callback can fire while they are still queued. Those
+    /// that were presented before go to `EvtIoCanceledOnQueue` if the queue has it (they count
+    /// as driver-owned again); the rest are returned for the caller to complete with
+    /// `STATUS_CANCELLED` once the lock is released.
+    pub(super) fn take_pending_for_cancel(&self, st: &mut super::QueueState) -> Vec<Request> {
+        let mut complete = Vec::new();
+        for mut req in std::mem::take(&mut st.pending) {
+            req.irp().clear_cancel_routine();
+            self.counters
+                .cancelled_queued
+                .fetch_add(1, Ordering::Relaxed);
+            if req.presented && self.config.canceled_on_queue.is_some() {
+                req.driver_owned = true;
+                st.driver_io_count += 1;
+                st.canceled_on_queue.push_back(req);
+            } else {
+                complete.push(req);
+            }
         }
+        self.update_fast(st);
+        complete
     }
 
     pub(super) fn invoke_canceled_on_queue(self: &Arc<Self>, req: Request) {
@@ -234,6 +250,7 @@ impl Queue {
             lock,
             CallbackKind::IoCanceledOnQueue,
             self.name(),
+            &self.health,
             id,
             |token| h(&mut IoContext { queue: self, token }, req),
         );

@@ -279,6 +279,9 @@ impl Queue {
         if !self.fast.load(Ordering::SeqCst) {
             sh.owned.fetch_sub(1, Ordering::SeqCst);
             sh.looping.fetch_sub(1, Ordering::SeqCst);
+            // While counted, this thread looked like one inside the loop, so a completion or
+            // cancel may have left its work to it: run the guarded pass it was promised.
+            let _ = self.dispatch_events(Event::Internal);
             return Some(r);
         }
         sh.arrived.fetch_add(1, Ordering::Relaxed);
@@ -332,8 +335,18 @@ impl Queue {
             self.counters
                 .cancelled_queued
                 .fetch_add(1, Ordering::Relaxed);
-            // Completing the IRP wakes its client; it calls nothing back into this queue.
-            req.complete_internal(NtStatus::CANCELLED);
+            if req.presented && self.config.canceled_on_queue.is_some() {
+                // Cancelled on its way back into the queue after it was presented: the driver
+                // hears of it through EvtIoCanceledOnQueue (spec §5.10).
+                let mut req = req;
+                req.driver_owned = true;
+                st.driver_io_count += 1;
+                st.canceled_on_queue.push_back(req);
+                self.update_fast(st);
+            } else {
+                // Completing the IRP wakes its client; it calls nothing back into this queue.
+                req.complete_internal(NtStatus::CANCELLED);
+            }
             return;
         }
         if st.pending.is_empty() {
@@ -361,6 +374,12 @@ impl Queue {
             req.complete(NtStatus::SUCCESS);
             return;
         }
+        if self.health.failed() {
+            // The device failed (a callback panicked under PanicPolicy::FailDevice): nothing
+            // more reaches the driver.
+            req.complete(NtStatus::CANCELLED);
+            return;
+        }
         let lock = self.resolved.serialized().then_some(&self.lock);
         let id = Some(req.id());
         let name = self.name();
@@ -375,7 +394,7 @@ impl Queue {
                 };
                 if let Some(h) = handler {
                     let len = req.parameters().length;
-                    invoke::run(lock, cb, name, id, |token| {
+                    invoke::run(lock, cb, name, &self.health, id, |token| {
                         h(&mut IoContext { queue: self, token }, req, len)
                     });
                     return;
@@ -392,7 +411,7 @@ impl Queue {
                 };
                 if let Some(h) = handler {
                     let p = req.parameters();
-                    invoke::run(lock, cb, name, id, |token| {
+                    invoke::run(lock, cb, name, &self.health, id, |token| {
                         h(
                             &mut IoContext { queue: self, token },
                             req,
@@ -408,9 +427,14 @@ impl Queue {
         }
         match &cfg.default {
             Some(h) => {
-                invoke::run(lock, CallbackKind::IoDefault, name, id, |token| {
-                    h(&mut IoContext { queue: self, token }, req)
-                });
+                invoke::run(
+                    lock,
+                    CallbackKind::IoDefault,
+                    name,
+                    &self.health,
+                    id,
+                    |token| h(&mut IoContext { queue: self, token }, req),
+                );
             }
             None => req.complete(NtStatus::INVALID_DEVICE_REQUEST),
         }

@@ -361,6 +361,7 @@ pub struct Queue {
     /// The parallel fast path is open (see [`fast`]).
     pub(crate) fast: AtomicBool,
     pub(crate) shards: fast::Shards,
+    pub(crate) health: Arc<crate::invoke::Health>,
 }
 
 static NEXT_QUEUE: AtomicU64 = AtomicU64::new(0);
@@ -428,6 +429,7 @@ impl Queue {
                 counters: Counters::default(),
                 fast: AtomicBool::new(false),
                 shards: fast::Shards::new(),
+                health: device.health.clone(),
             }
         });
         queue.update_fast(&queue.state.lock());
@@ -654,6 +656,7 @@ impl Queue {
             lock,
             crate::observe::CallbackKind::RequestCancel,
             self.name(),
+            &self.health,
             id,
             |token| routine(&mut IoContext { queue: self, token }, req),
         );

@@ -72,9 +72,9 @@ impl Queue {
     /// Stops presenting (requests are still accepted and queued); `on_idle` runs, without the
     /// scope lock, once the driver owns no request. Equivalent to: `WdfIoQueueStop`.
     pub fn stop(self: &Arc<Self>, on_idle: Option<QueueStateCallback>) {
-        self.change(Which::Stop, on_idle, |q, st| {
+        self.change(Which::Stop, on_idle, |_, st| {
             st.dispatching_enabled = false;
-            let _ = q;
+            Vec::new()
         });
     }
 
@@ -82,24 +82,24 @@ impl Queue {
     /// driver-owned ones; until `on_idle` has run (or the queue is restarted) requeues and
     /// mark-cancelables turn into cancellations. Equivalent to: `WdfIoQueueStopAndPurge`.
     pub fn stop_and_purge(self: &Arc<Self>, on_idle: Option<QueueStateCallback>) {
-        self.change(Which::Stop, on_idle, |_, st| {
+        self.change(Which::Stop, on_idle, |q, st| {
             st.dispatching_enabled = false;
             st.purging = true;
             Queue::cancel_all_cancelable(st);
+            q.take_pending_for_cancel(st)
         });
-        self.cancel_all_pending();
     }
 
     /// Stops accepting, cancels every queued request and every cancelable driver-owned one;
     /// `on_empty` runs, with the scope lock, when nothing is queued or driver-owned.
     /// Equivalent to: `WdfIoQueuePurge`.
     pub fn purge(self: &Arc<Self>, on_empty: Option<QueueStateCallback>) {
-        self.change(Which::Purge, on_empty, |_, st| {
+        self.change(Which::Purge, on_empty, |q, st| {
             st.accepting = false;
             st.purging = true;
             Queue::cancel_all_cancelable(st);
+            q.take_pending_for_cancel(st)
         });
-        self.cancel_all_pending();
     }
 
     /// Stops accepting; queued requests are still presented; `on_empty` runs, with the scope
@@ -107,6 +107,7 @@ impl Queue {
     pub fn drain(self: &Arc<Self>, on_empty: Option<QueueStateCallback>) {
         self.change(Which::Purge, on_empty, |_, st| {
             st.accepting = false;
+            Vec::new()
         });
     }
 
@@ -172,14 +173,16 @@ impl Queue {
     /// driver-owned one, without registering a completion callback (the driver may have one
     /// outstanding).
     pub(crate) fn removal_purge(self: &Arc<Self>) {
-        {
+        let cancelled = {
             let mut st = self.state.lock();
             st.accepting = false;
             st.purging = true;
             Queue::cancel_all_cancelable(&mut st);
-            self.update_fast(&st);
+            self.take_pending_for_cancel(&mut st)
+        };
+        for r in cancelled {
+            r.complete_internal(NtStatus::CANCELLED);
         }
-        self.cancel_all_pending();
         let _ = self.dispatch_events(Event::Kick);
     }
 
@@ -199,9 +202,9 @@ impl Queue {
         self: &Arc<Self>,
         which: Which,
         cb: Option<QueueStateCallback>,
-        apply: impl FnOnce(&Arc<Self>, &mut super::QueueState),
+        apply: impl FnOnce(&Arc<Self>, &mut super::QueueState) -> Vec<crate::Request>,
     ) {
-        {
+        let cancelled = {
             let mut st = self.state.lock();
             let slot = match which {
                 Which::Stop => &mut st.stop_complete,
@@ -226,8 +229,12 @@ impl Queue {
             if cb.is_some() {
                 *slot = cb;
             }
-            apply(self, &mut st);
+            let cancelled = apply(self, &mut st);
             self.update_fast(&st);
+            cancelled
+        };
+        for r in cancelled {
+            r.complete_internal(NtStatus::CANCELLED);
         }
         let _ = self.dispatch_events(Event::Kick);
     }
@@ -265,6 +272,7 @@ impl Queue {
             lock,
             CallbackKind::IoQueueState,
             self.name(),
+            &self.health,
             None,
             |token| cb(&mut IoContext { queue: self, token }),
         );
@@ -276,6 +284,7 @@ impl Queue {
             lock,
             CallbackKind::IoQueueState,
             self.name(),
+            &self.health,
             None,
             |token| h(&mut IoContext { queue: self, token }),
         );

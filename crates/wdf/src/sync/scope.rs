@@ -17,10 +17,10 @@
 //! let device = driver.create_device(init).unwrap();
 //! let total: ScopeLocked<u64> = device.scope_locked(0);
 //! {
-//!     let mut token = device.acquire_lock().unwrap(); // WdfObjectAcquireLock
+//!     let mut token = device.acquire_lock(); // WdfObjectAcquireLock
 //!     *total.get(&mut token) += 1;
 //! }
-//! assert_eq!(*total.get(&mut device.acquire_lock().unwrap()), 1);
+//! assert_eq!(*total.get(&mut device.acquire_lock()), 1);
 //! ```
 
 use std::fmt;
