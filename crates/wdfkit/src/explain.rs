@@ -3,9 +3,9 @@
 //! Every decision goes through `wdf::sync::constraints` — the functions object creation calls —
 //! in the order creation calls them, so the verdict (resolved values, or the status a creation
 //! call returns) is the framework's own: `tests/explain_matches_build.rs` builds every shipped
-//! scenario with `wdf` and compares. Two checks are mirrored here because `wdf` keeps them
-//! private: the queue configuration rules of `QueueConfig::validate` (spec §5.1) and
-//! `Device::create_queue`'s "second default queue", plus the "type already routed" rule of
+//! scenario with `wdf` and compares. The queue configuration rules come from
+//! `constraints::validate_queue_config`; two device-level checks are mirrored here:
+//! `Device::create_queue`'s "second default queue" and the "type already routed" rule of
 //! `Device::configure_request_dispatching`.
 
 use std::collections::BTreeMap;
@@ -168,38 +168,32 @@ fn irql_of(lock_flavour: Option<LockFlavour>, level: ExecutionLevel) -> &'static
     }
 }
 
-/// Mirrors `QueueConfig::validate` (spec §5.1), which `wdf` keeps crate-private.
+/// The queue configuration rules of spec §5.1: the verdict is `wdf`'s own
+/// (`constraints::validate_queue_config`, what `QueueConfig::validate` calls); only the reason
+/// text is written here.
 fn queue_config_status(
     dispatch: Dispatch,
     has_handlers: bool,
     limit: Option<u32>,
 ) -> Result<(), (NtStatus, &'static str)> {
-    match dispatch {
-        Dispatch::Manual if has_handlers => {
-            return Err((
-                NtStatus::INVALID_PARAMETER,
-                "a manual queue presents nothing, so it takes no EvtIo handlers (use routes = [...] to send requests to it)",
-            ));
-        }
-        Dispatch::Sequential | Dispatch::Parallel if !has_handlers => {
-            return Err((
-                NtStatus::WDF_NO_CALLBACK,
-                "a sequential or parallel queue needs at least one EvtIo handler",
-            ));
-        }
-        _ => {}
-    }
-    match (dispatch, limit) {
-        (Dispatch::Parallel, Some(0)) => Err((
-            NtStatus::INVALID_PARAMETER,
-            "parallel_limit must be at least 1",
-        )),
-        (Dispatch::Sequential | Dispatch::Manual, Some(_)) => Err((
-            NtStatus::INVALID_PARAMETER,
-            "parallel_limit applies to parallel queues only",
-        )),
-        _ => Ok(()),
-    }
+    let dispatch_type = match dispatch {
+        Dispatch::Sequential => wdf::DispatchType::Sequential,
+        Dispatch::Parallel => wdf::DispatchType::Parallel,
+        Dispatch::Manual => wdf::DispatchType::Manual,
+    };
+    constraints::validate_queue_config(dispatch_type, has_handlers, limit).map_err(|status| {
+        let reason = match (dispatch, has_handlers, limit) {
+            (Dispatch::Manual, true, _) => {
+                "a manual queue presents nothing, so it takes no EvtIo handlers (use routes = [...] to send requests to it)"
+            }
+            (Dispatch::Sequential | Dispatch::Parallel, false, _) => {
+                "a sequential or parallel queue needs at least one EvtIo handler"
+            }
+            (Dispatch::Parallel, _, Some(0)) => "parallel_limit must be at least 1",
+            _ => "parallel_limit applies to parallel queues only",
+        };
+        (status, reason)
+    })
 }
 
 struct DeviceState {

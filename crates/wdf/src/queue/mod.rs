@@ -244,22 +244,14 @@ impl QueueConfig {
             || self.default.is_some()
     }
 
-    /// Checks the configuration rules of `WdfIoQueueCreate` (spec §5.1).
-    pub(crate) fn validate(&self) -> Result<(), NtStatus> {
-        match self.dispatch_type {
-            DispatchType::Manual if self.has_handlers() => return Err(NtStatus::INVALID_PARAMETER),
-            DispatchType::Sequential | DispatchType::Parallel if !self.has_handlers() => {
-                return Err(NtStatus::WDF_NO_CALLBACK);
-            }
-            _ => {}
-        }
-        match (self.dispatch_type, self.parallel_limit) {
-            (DispatchType::Parallel, Some(0)) => Err(NtStatus::INVALID_PARAMETER),
-            (DispatchType::Sequential | DispatchType::Manual, Some(_)) => {
-                Err(NtStatus::INVALID_PARAMETER)
-            }
-            _ => Ok(()),
-        }
+    /// Checks the configuration rules of `WdfIoQueueCreate` (spec §5.1); see
+    /// [`constraints::validate_queue_config`].
+    pub fn validate(&self) -> Result<(), NtStatus> {
+        constraints::validate_queue_config(
+            self.dispatch_type,
+            self.has_handlers(),
+            self.parallel_limit,
+        )
     }
 }
 

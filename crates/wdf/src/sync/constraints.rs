@@ -318,6 +318,27 @@ pub fn resolve_timer_level(attrs: &ObjectAttributes, periodic: bool) -> Result<b
     Ok(passive)
 }
 
+/// Checks a queue configuration's rules (spec §5.1, `WdfIoQueueCreate`): a manual queue takes
+/// no request handlers (`STATUS_INVALID_PARAMETER`), a sequential or parallel one needs at least
+/// one (`STATUS_WDF_NO_CALLBACK`), and a presentation limit applies only to parallel queues and
+/// must be at least 1 (`STATUS_INVALID_PARAMETER`).
+pub fn validate_queue_config(
+    dispatch_type: crate::DispatchType,
+    has_handlers: bool,
+    parallel_limit: Option<u32>,
+) -> Result<(), NtStatus> {
+    use crate::DispatchType::{Manual, Parallel, Sequential};
+    match dispatch_type {
+        Manual if has_handlers => return Err(NtStatus::INVALID_PARAMETER),
+        Sequential | Parallel if !has_handlers => return Err(NtStatus::WDF_NO_CALLBACK),
+        _ => {}
+    }
+    match (dispatch_type, parallel_limit) {
+        (Parallel, Some(0)) | (Sequential | Manual, Some(_)) => Err(NtStatus::INVALID_PARAMETER),
+        _ => Ok(()),
+    }
+}
+
 /// Kinds of objects that carry attributes, for attribute validation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ObjectKind {
