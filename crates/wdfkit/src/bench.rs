@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 use nt::io::{Handle, IoOp};
 use nt::{Kernel, NtStatus};
 use wdf::{
@@ -296,5 +298,225 @@ pub fn summarize(case: Case, n: u64, reps: usize) -> Result<Summary, NtStatus> {
     Ok(Summary {
         min: v[0],
         median: v[v.len() / 2],
+    })
+}
+
+/// What `wdfkit bench` measures and prints.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Fewer requests and repetitions.
+    pub quick: bool,
+    /// JSON instead of a table.
+    pub json: bool,
+    /// The scaling table instead of the main one.
+    pub scaling: bool,
+    /// The memory measurement instead of timings.
+    pub memory: bool,
+    /// Only cases whose name contains this text.
+    pub case: Option<String>,
+}
+
+/// One row of the JSON report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// The case name.
+    pub name: &'static str,
+    /// Nanoseconds per request.
+    pub ns_per_request: NsPerRequest,
+    /// Median divided by the `std::sync::Mutex` baseline's median (`null` when it was not run).
+    pub ratio_to_mutex: Option<f64>,
+}
+
+/// Min and median, for JSON.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct NsPerRequest {
+    /// Fastest repetition.
+    pub min: f64,
+    /// Median repetition.
+    pub median: f64,
+}
+
+/// The JSON report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// One row per case.
+    pub results: Vec<Row>,
+    /// For the scaling table: 2-thread throughput over 1-thread throughput, scope None.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling_scope_none: Option<f64>,
+    /// Likewise with Device scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling_device_scope: Option<f64>,
+}
+
+/// Runs the cases `opts` selects and prints the report.
+pub fn report(opts: &Options) -> Result<(), NtStatus> {
+    if opts.memory {
+        let m = memory(if opts.quick { 20_000 } else { 100_000 })?;
+        if opts.json {
+            println!(
+                "{}",
+                serde_json::to_string(&m).map_err(|_| NtStatus::INTERNAL_ERROR)?
+            );
+        } else {
+            println!(
+                "{} queued requests: resident +{:.1} MiB ({:.0} bytes each); the same again after they drained: {:+.1} MiB more",
+                m.requests,
+                m.queued_bytes as f64 / 1048576.0,
+                m.bytes_per_request,
+                m.second_round_extra_bytes as f64 / 1048576.0
+            );
+        }
+        return Ok(());
+    }
+    let (n, reps) = if opts.quick {
+        (20_000, 3)
+    } else {
+        (200_000, 7)
+    };
+    let all: &[Case] = if opts.scaling {
+        &Case::SCALING
+    } else {
+        &Case::MAIN
+    };
+    let cases: Vec<Case> = all
+        .iter()
+        .copied()
+        .filter(|c| opts.case.as_deref().is_none_or(|f| c.name().contains(f)))
+        .collect();
+    let mut rows = Vec::new();
+    for case in cases {
+        let n = if case == Case::BaselineCrossbeamWorker {
+            n / 4
+        } else {
+            n
+        };
+        rows.push((case, summarize(case, n, reps)?));
+    }
+    let median = |c: Case| rows.iter().find(|(x, _)| *x == c).map(|(_, s)| s.median);
+    let mutex = median(Case::BaselineMutex);
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let report = Report {
+        results: rows
+            .iter()
+            .map(|(c, s)| Row {
+                name: c.name(),
+                ns_per_request: NsPerRequest {
+                    min: s.min,
+                    median: s.median,
+                },
+                ratio_to_mutex: mutex.map(|m| s.median / m),
+            })
+            .collect(),
+        scaling_scope_none: ratio(median(Case::Parallel1), median(Case::Parallel2)),
+        scaling_device_scope: ratio(median(Case::DeviceParallel1), median(Case::DeviceParallel2)),
+    };
+    if opts.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|_| NtStatus::INTERNAL_ERROR)?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:>10} {:>10} {:>10}",
+        "case", "min ns", "median ns", "x mutex"
+    );
+    for r in &report.results {
+        let x = r
+            .ratio_to_mutex
+            .map_or(String::from("-"), |x| format!("{x:.1}"));
+        println!(
+            "{:<28} {:>10.1} {:>10.1} {:>10}",
+            r.name, r.ns_per_request.min, r.ns_per_request.median, x
+        );
+    }
+    if let (Some(none), Some(device)) = (report.scaling_scope_none, report.scaling_device_scope) {
+        println!();
+        println!(
+            "throughput, 2 threads / 1 thread: scope None {none:.2}x, Device scope {device:.2}x"
+        );
+    }
+    Ok(())
+}
+
+/// The memory measurement.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Memory {
+    /// Requests queued per round.
+    pub requests: usize,
+    /// Resident bytes added while the first round was queued.
+    pub queued_bytes: i64,
+    /// The same per request.
+    pub bytes_per_request: f64,
+    /// Resident bytes the second, identical round added on top of the first (the allocator
+    /// keeps what the first round freed; flat memory means this stays near zero).
+    pub second_round_extra_bytes: i64,
+}
+
+fn resident_bytes() -> i64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<i64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Queues `requests` 64-byte writes behind one the driver holds on a sequential queue, measures
+/// resident memory, lets them all complete, and does it all again to see whether memory stays
+/// flat.
+pub fn memory(requests: usize) -> Result<Memory, NtStatus> {
+    let kernel = Kernel::builder().processors(2).workers(2).build();
+    let driver = Driver::create(&kernel, ObjectAttributes::default())?;
+    let device = driver.create_device(DeviceInit::new("bench-memory"))?;
+    let held = Arc::new(std::sync::Mutex::new(None));
+    let gate = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut cfg = QueueConfig::new(DispatchType::Sequential);
+    cfg.default_queue = true;
+    let (h, g) = (held.clone(), gate.clone());
+    cfg.io_write(move |_cx, req, len| {
+        if g.swap(false, Ordering::SeqCst) {
+            *h.lock().unwrap_or_else(|e| e.into_inner()) = Some(req);
+        } else {
+            req.complete_with_information(NtStatus::SUCCESS, len);
+        }
+    });
+    device.create_queue(cfg, ObjectAttributes::default())?;
+    let handle = kernel.io().open("bench-memory")?;
+    let start = resident_bytes();
+    let mut peaks = Vec::new();
+    for _round in 0..2 {
+        gate.store(true, Ordering::SeqCst);
+        let first = handle.submit(IoOp::Write {
+            offset: 0,
+            data: vec![0; PAYLOAD],
+        });
+        let mut pending = Vec::with_capacity(requests);
+        for _ in 0..requests {
+            pending.push(handle.submit(IoOp::Write {
+                offset: 0,
+                data: vec![0x5a; PAYLOAD],
+            }));
+        }
+        peaks.push(resident_bytes() - start);
+        let taken = held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(r) = taken {
+            r.complete(NtStatus::SUCCESS);
+        }
+        first.wait();
+        for p in pending {
+            if p.wait().status != NtStatus::SUCCESS {
+                return Err(NtStatus::INTERNAL_ERROR);
+            }
+        }
+    }
+    Ok(Memory {
+        requests,
+        queued_bytes: peaks[0],
+        bytes_per_request: peaks[0] as f64 / requests.max(1) as f64,
+        second_round_extra_bytes: peaks[1] - peaks[0],
     })
 }

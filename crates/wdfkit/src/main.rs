@@ -134,6 +134,13 @@ enum Command {
         /// Device scope.
         #[arg(long)]
         scaling: bool,
+        /// Measure memory instead: resident bytes per queued request with 100,000 requests
+        /// waiting in a queue, and whether it returns after they drain.
+        #[arg(long)]
+        memory: bool,
+        /// Only the cases whose name contains this text (e.g. `inline`, `baseline`).
+        #[arg(long)]
+        case: Option<String>,
     },
     /// List the verifier rules (kernel and framework) with their codes.
     Rules,
@@ -364,7 +371,15 @@ fn dispatch(command: Command) -> Result<ExitCode, Failure> {
             quick,
             json,
             scaling,
-        } => match run_bench(quick, json, scaling) {
+            memory,
+            case,
+        } => match bench::report(&bench::Options {
+            quick,
+            json,
+            scaling,
+            memory,
+            case,
+        }) {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => Err(Failure::failed(format!("bench: {e}"))),
         },
@@ -396,76 +411,4 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
-}
-
-fn run_bench(quick: bool, json: bool, scaling: bool) -> Result<(), nt::NtStatus> {
-    let (n, reps) = if quick { (20_000, 3) } else { (200_000, 7) };
-    let cases: &[bench::Case] = if scaling {
-        &bench::Case::SCALING
-    } else {
-        &bench::Case::MAIN
-    };
-    let mut rows = Vec::new();
-    for &case in cases {
-        let n = if case == bench::Case::BaselineCrossbeamWorker {
-            n / 4
-        } else {
-            n
-        };
-        rows.push((case, bench::summarize(case, n, reps)?));
-    }
-    let mutex = if scaling {
-        None
-    } else {
-        rows.iter()
-            .find(|(c, _)| *c == bench::Case::BaselineMutex)
-            .map(|(_, s)| s.median)
-    };
-    if json {
-        let results: Vec<String> = rows
-            .iter()
-            .map(|(c, s)| {
-                format!(
-                    "{{\"name\":\"{}\",\"ns_per_request\":{{\"min\":{:.1},\"median\":{:.1}}},\"ratio_to_mutex\":{}}}",
-                    c.name(),
-                    s.min,
-                    s.median,
-                    mutex.map_or("null".to_string(), |m| format!("{:.2}", s.median / m))
-                )
-            })
-            .collect();
-        println!("{{\"results\":[{}]}}", results.join(","));
-        return Ok(());
-    }
-    println!(
-        "{:<28} {:>10} {:>10} {:>10}",
-        "case", "min ns", "median ns", "x mutex"
-    );
-    for (c, s) in &rows {
-        let ratio = mutex.map_or(String::from("-"), |m| format!("{:.1}", s.median / m));
-        println!(
-            "{:<28} {:>10.1} {:>10.1} {:>10}",
-            c.name(),
-            s.min,
-            s.median,
-            ratio
-        );
-    }
-    if scaling {
-        let get = |c: bench::Case| rows.iter().find(|(x, _)| *x == c).map(|(_, s)| s.median);
-        if let (Some(p1), Some(p2), Some(d1), Some(d2)) = (
-            get(bench::Case::Parallel1),
-            get(bench::Case::Parallel2),
-            get(bench::Case::DeviceParallel1),
-            get(bench::Case::DeviceParallel2),
-        ) {
-            println!();
-            println!(
-                "throughput, 2 threads / 1 thread: scope None {:.2}x, Device scope {:.2}x",
-                p1 / p2,
-                d1 / d2
-            );
-        }
-    }
-    Ok(())
 }
