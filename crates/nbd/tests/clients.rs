@@ -225,3 +225,48 @@ fn several_qemu_io_clients_at_once() {
     assert_eq!(stats.connections, 5);
     assert!(stats.final_flush.is_success());
 }
+
+#[test]
+fn nbdcopy_in_and_out() {
+    if !have("nbdcopy") {
+        return;
+    }
+    let s = TestServer::start(ramdisk(4 << 20), Transport::Tcp);
+    let dir = TempDir::new("nbdcopy");
+    let src = dir.path().join("src.img");
+    let out = dir.path().join("out.img");
+    let data: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i / 4096 * 7 + i % 251) as u8)
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    run(Command::new("nbdcopy").arg(&src).arg(s.uri()));
+    run(Command::new("nbdcopy").arg(s.uri()).arg(&out));
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "bytes differ after nbdcopy"
+    );
+}
+
+#[test]
+fn fio_nbd_engine_writes_and_verifies() {
+    if !have("fio") {
+        return;
+    }
+    let s = TestServer::start(ramdisk(16 << 20), Transport::Unix);
+    let uri = s.uri().replace("/disk?", "/?");
+    let out = run(Command::new("fio")
+        .args([
+            "--name=verify",
+            "--ioengine=nbd",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=16",
+            "--size=8m",
+            "--verify=crc32c",
+            "--do_verify=1",
+        ])
+        .arg(format!("--uri={uri}")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("verify: bad"), "{text}");
+    assert!(text.contains("err= 0"), "{text}");
+}

@@ -50,7 +50,12 @@ pub fn have(tool: &str) -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()));
     if !found {
-        eprintln!("SKIPPED: {tool} is not installed (ci/nbd-deps.sh installs it)");
+        // Straight to the process's stderr, past the test harness's capture, so the skip is
+        // seen even when the test passes.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {tool} is not installed (ci/nbd-deps.sh installs it)"
+        );
     }
     found
 }
