@@ -208,6 +208,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
     let options = ServerOptions {
         reply_path,
         spin: std::time::Duration::from_micros(args.spin_us),
+        ..ServerOptions::default()
     };
     let server = Server::bind(
         kernel.io().clone(),

@@ -63,6 +63,8 @@ const DIRECT_WRITE: usize = 64 << 10;
 /// Replies queued before they are written even though more requests are buffered
 /// (measured: with 16 writes in flight, waiting for the whole batch cost a third of the IOPS).
 pub const FLUSH_EVERY: usize = 4;
+/// The default [`ServerOptions::shutdown_grace`].
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Connections beyond this many are closed at once.
 pub const MAX_CONNECTIONS: usize = 256;
 
@@ -110,6 +112,9 @@ pub struct ServerOptions {
     /// thread, which costs 16-25 µs on the 2-vCPU build machine. Zero disables it. Costs up to
     /// this much CPU per idle period (BENCHMARKS.md, "NBD").
     pub spin: Duration,
+    /// On shutdown, how long connections get to answer their in-flight requests before their
+    /// sockets are closed (a client that stopped reading would otherwise hold the server).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerOptions {
@@ -117,6 +122,7 @@ impl Default for ServerOptions {
         ServerOptions {
             reply_path: ReplyPath::Inline,
             spin: DEFAULT_SPIN,
+            shutdown_grace: SHUTDOWN_GRACE,
         }
     }
 }
@@ -432,6 +438,15 @@ impl Server {
                     shared.registry.lock().streams.remove(&id);
                 }
             }
+        }
+        // Connections finish their in-flight requests and leave. One whose client stopped
+        // reading can be stuck writing a reply: after a grace period its socket is closed.
+        let deadline = std::time::Instant::now() + self.ctx.options.shutdown_grace;
+        while threads.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        for s in shared.registry.lock().streams.values() {
+            s.shutdown(Shutdown::Both);
         }
         for t in threads {
             let _ = t.join();

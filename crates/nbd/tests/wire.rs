@@ -390,3 +390,19 @@ fn many_clients_at_once() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn shutdown_does_not_wait_forever_for_a_client_that_stopped_reading() {
+    let s = TestServer::start(ramdisk(64 << 20), Transport::Unix);
+    let mut c = s.connect();
+    c.go(false, false);
+    // Ask for far more than the socket buffers hold, and never read it.
+    for k in 0..8 {
+        c.send(p::CMD_READ, 0, k, 0, 8 << 20, &[]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let start = std::time::Instant::now();
+    let stats = s.stop();
+    assert!(start.elapsed() < std::time::Duration::from_secs(3));
+    assert!(stats.final_flush.is_success());
+}

@@ -82,6 +82,19 @@ impl TestServer {
     }
 
     pub fn start_with(config: RamdiskConfig, transport: Transport, path: ReplyPath) -> TestServer {
+        let options = ServerOptions {
+            reply_path: path,
+            shutdown_grace: std::time::Duration::from_millis(300),
+            ..ServerOptions::default()
+        };
+        TestServer::start_opts(config, transport, options)
+    }
+
+    pub fn start_opts(
+        config: RamdiskConfig,
+        transport: Transport,
+        options: ServerOptions,
+    ) -> TestServer {
         let kernel = nt::Kernel::builder().processors(2).workers(2).build();
         let driver = Driver::create(&kernel, ObjectAttributes::default()).unwrap();
         let disk = ramdisk::create(&driver, "rd", config).unwrap();
@@ -90,10 +103,6 @@ impl TestServer {
         let listen = match transport {
             Transport::Unix => ListenAddr::Unix(dir.path().join("nbd.sock")),
             Transport::Tcp => ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
-        };
-        let options = ServerOptions {
-            reply_path: path,
-            ..ServerOptions::default()
         };
         let server = Server::bind(kernel.io().clone(), "rd", export, &listen, options).unwrap();
         let addr = server.local_addr().clone();
