@@ -87,6 +87,50 @@ thread_local! {
     static DISPATCH_SINCE: Cell<Option<u64>> = const { Cell::new(None) };
     /// Set on DPC processor threads, whose stretches are checked per DPC and per batch instead.
     static WATCHDOG_EXEMPT: Cell<bool> = const { Cell::new(false) };
+    /// When the thread rose to DISPATCH_LEVEL, for time accounting (see [`set_accounting`]).
+    static ACCOUNT_SINCE: Cell<Option<u64>> = const { Cell::new(None) };
+    /// Nanoseconds this thread spent at DISPATCH_LEVEL or above while accounting was on.
+    static AT_DISPATCH_NS: Cell<u64> = const { Cell::new(0) };
+}
+
+static ACCOUNTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns per-thread accounting of time spent at DISPATCH_LEVEL or above on or off (off by
+/// default: it reads the clock at every transition). See [`time_at_dispatch`].
+pub fn set_accounting(on: bool) {
+    ACCOUNTING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Time the calling thread has spent at DISPATCH_LEVEL or above while accounting was on,
+/// including the current stretch if it is at DISPATCH_LEVEL now.
+///
+/// ```
+/// use nt::irql::{self, Irql};
+/// irql::set_accounting(true);
+/// let before = irql::time_at_dispatch();
+/// {
+///     let _g = irql::raise(Irql::Dispatch);
+///     std::thread::sleep(std::time::Duration::from_millis(2));
+/// }
+/// assert!(irql::time_at_dispatch() - before >= std::time::Duration::from_millis(2));
+/// irql::set_accounting(false);
+/// ```
+pub fn time_at_dispatch() -> std::time::Duration {
+    let mut total = AT_DISPATCH_NS.with(Cell::get);
+    if let Some(since) = ACCOUNT_SINCE.with(Cell::get) {
+        total += crate::SystemClock.now_ns().saturating_sub(since);
+    }
+    std::time::Duration::from_nanos(total)
+}
+
+#[cold]
+fn account(rising: bool) {
+    let now = crate::SystemClock.now_ns();
+    if rising {
+        ACCOUNT_SINCE.with(|c| c.set(Some(now)));
+    } else if let Some(since) = ACCOUNT_SINCE.with(Cell::take) {
+        AT_DISPATCH_NS.with(|c| c.set(c.get() + now.saturating_sub(since)));
+    }
 }
 
 /// The calling thread's current IRQL. Equivalent to: `KeGetCurrentIrql`.
@@ -100,8 +144,13 @@ pub fn current() -> Irql {
 fn set(new: Irql) {
     let old = CURRENT.with(|c| c.replace(new.level()));
     let (was_high, is_high) = (old >= Irql::Dispatch.level(), new >= Irql::Dispatch);
-    if was_high != is_high && verifier::enabled() {
-        track_dispatch_stretch(is_high);
+    if was_high != is_high {
+        if verifier::enabled() {
+            track_dispatch_stretch(is_high);
+        }
+        if ACCOUNTING.load(std::sync::atomic::Ordering::Relaxed) {
+            account(is_high);
+        }
     }
 }
 

@@ -117,7 +117,7 @@ static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     /// Start times of the callbacks in progress on this thread (innermost last).
-    static STACK: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    static STACK: RefCell<Vec<(u64, std::time::Duration)>> = const { RefCell::new(Vec::new()) };
     /// The recorder generation this thread last registered its name with.
     static SEEN: Cell<u64> = const { Cell::new(0) };
 }
@@ -215,12 +215,14 @@ impl Recorder {
 
     /// Installs the recorder as the process's observer.
     pub fn install(self: &Arc<Self>) {
+        nt::irql::set_accounting(true);
         wdf::observe::set_observer(Some(self.clone() as Arc<dyn Observer>));
     }
 
     /// Removes the process's observer.
     pub fn uninstall() {
         wdf::observe::set_observer(None);
+        nt::irql::set_accounting(false);
     }
 
     fn find(&self, e: &CallbackEvent<'_>) -> Option<usize> {
@@ -274,7 +276,10 @@ impl Recorder {
 
 impl Observer for Recorder {
     fn begin(&self, e: &CallbackEvent<'_>) {
-        STACK.with(|s| s.borrow_mut().push(e.time_ns));
+        STACK.with(|s| {
+            s.borrow_mut()
+                .push((e.time_ns, nt::irql::time_at_dispatch()))
+        });
         if SEEN.with(Cell::get) != self.generation {
             SEEN.with(|c| c.set(self.generation));
             let name = std::thread::current()
@@ -294,7 +299,9 @@ impl Observer for Recorder {
     }
 
     fn end(&self, e: &CallbackEvent<'_>) {
-        let start = STACK.with(|s| s.borrow_mut().pop()).unwrap_or(e.time_ns);
+        let (start, dispatch_before) = STACK
+            .with(|s| s.borrow_mut().pop())
+            .unwrap_or((e.time_ns, nt::irql::time_at_dispatch()));
         let Some(i) = self.find(e) else {
             return;
         };
@@ -310,6 +317,11 @@ impl Observer for Recorder {
         self.busy_ns.fetch_add(dur, Ordering::Relaxed);
         if e.irql >= Irql::Dispatch {
             self.dispatch_ns.fetch_add(dur, Ordering::Relaxed);
+        } else {
+            // A PASSIVE_LEVEL callback may still spend time at DISPATCH_LEVEL holding a spin lock.
+            let inside = nt::irql::time_at_dispatch().saturating_sub(dispatch_before);
+            self.dispatch_ns
+                .fetch_add(inside.as_nanos() as u64, Ordering::Relaxed);
         }
         if self.keep_spans {
             let span = Span {
