@@ -113,6 +113,24 @@ fn io_status(e: &std::io::Error) -> NtStatus {
     }
 }
 
+/// The chunks a request touches, sorted by index.
+struct Present(Vec<(u64, Arc<Chunk>)>);
+
+impl Present {
+    fn get(&self, index: &u64) -> Option<&Arc<Chunk>> {
+        self.0.iter().find(|(i, _)| i == index).map(|(_, c)| c)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn insert(&mut self, index: u64, chunk: Arc<Chunk>) {
+        let pos = self.0.partition_point(|(i, _)| *i < index);
+        self.0.insert(pos, (index, chunk));
+    }
+}
+
 impl Storage {
     /// A storage of `size` bytes (a multiple of 512 greater than 0). With a backing file, it
     /// is opened (created if missing and not read-only) and its non-zero chunks are loaded;
@@ -208,13 +226,14 @@ impl Storage {
         self.backing.as_ref().map(|b| b.path.as_path())
     }
 
-    /// The allocated chunks among `first..=last`, looked up under one hold of the map lock.
-    fn present(&self, first: u64, last: u64) -> BTreeMap<u64, Arc<Chunk>> {
+    /// The allocated chunks among `first..=last`, in index order, looked up under one hold of
+    /// the map lock. A plain vector: a request touches one or two chunks almost always, and
+    /// building a map per request cost a quarter of a random write.
+    fn present(&self, first: u64, last: u64) -> Present {
         let map = self.map.lock();
-        map.chunks
-            .range(first..=last)
-            .map(|(&i, c)| (i, c.clone()))
-            .collect()
+        let mut v = Vec::with_capacity((last - first + 1).min(8) as usize);
+        v.extend(map.chunks.range(first..=last).map(|(&i, c)| (i, c.clone())));
+        Present(v)
     }
 
     /// Copies `out.len()` bytes at `offset` into `out`; missing chunks read as zeros.
@@ -245,7 +264,7 @@ impl Storage {
             // Allocate outside the lock, then insert; a chunk another writer inserted
             // meanwhile wins, and ours is dropped (outside the lock too).
             let fresh: Vec<(u64, Arc<Chunk>)> = (first..=last)
-                .filter(|i| !present.contains_key(i))
+                .filter(|i| present.get(i).is_none())
                 .map(|i| (i, Chunk::zeroed()))
                 .collect();
             let mut unused = Vec::new();
