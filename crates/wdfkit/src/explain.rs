@@ -462,6 +462,21 @@ pub fn explain(config: &Config) -> Explanation {
     for (kind, e) in config.execs() {
         let name = e.name.get_ref();
         let id = format!("{}:{name}", kind.name());
+        // A parent whose own creation failed has no handle to create this object under: the
+        // creation call is never made (build skips it), so nothing about it can fail.
+        let parent = e.parent.get_ref();
+        if let Some(di) = config.device_index(parent)
+            && devices[di].is_none()
+        {
+            skipped.push(format!("{id} (its parent device {parent} is not created)"));
+            continue;
+        }
+        if let Some(qi) = config.queue_index(parent)
+            && queues[qi].is_none()
+        {
+            skipped.push(format!("{id} (its parent queue {parent} is not created)"));
+            continue;
+        }
         let a = attrs(e.execution_level, e.sync_scope);
         let okind = match kind {
             ExecKind::Dpc => ObjectKind::Dpc,
@@ -507,7 +522,6 @@ pub fn explain(config: &Config) -> Explanation {
                 }
             },
         };
-        let parent = e.parent.get_ref();
         // The parent: its ParentInfo, its lock (id, flavour) and its device.
         let (info, lock, device) = if parent == "driver" {
             (

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod verdict;
+
 /// A configuration the framework rejects: the object whose creation fails and the status.
 pub struct Rejection {
     pub name: &'static str,
