@@ -8,7 +8,8 @@
 //! * [`observe`]: the callback observer behind `run`'s measurements;
 //! * [`trace`], [`chart`]: Chrome traces and SVG charts;
 //! * [`matrix`], [`demo`], [`list`]: the other commands;
-//! * [`bench`]: the benchmark harness.
+//! * [`bench`]: the benchmark harness;
+//! * [`soak`]: the soak test (a randomized run of everything at once, then an audit).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -23,4 +24,5 @@ pub mod matrix;
 pub mod observe;
 pub mod progress;
 pub mod run;
+pub mod soak;
 pub mod trace;
