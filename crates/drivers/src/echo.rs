@@ -172,7 +172,7 @@ impl EchoQueueContext {
 }
 
 /// `EvtIoWrite`.
-fn on_write(cx: &mut IoContext<'_>, req: Request, length: usize) {
+fn on_write(cx: &mut IoContext<'_, '_>, req: Request, length: usize) {
     let Some(ctx) = queue_context(cx.queue()) else {
         req.complete(NtStatus::INVALID_DEVICE_STATE);
         return;
@@ -200,7 +200,7 @@ fn on_write(cx: &mut IoContext<'_>, req: Request, length: usize) {
 }
 
 /// `EvtIoRead`.
-fn on_read(cx: &mut IoContext<'_>, mut req: Request, length: usize) {
+fn on_read(cx: &mut IoContext<'_, '_>, mut req: Request, length: usize) {
     let Some(ctx) = queue_context(cx.queue()) else {
         req.complete(NtStatus::INVALID_DEVICE_STATE);
         return;
@@ -229,7 +229,7 @@ fn on_read(cx: &mut IoContext<'_>, mut req: Request, length: usize) {
 }
 
 /// `EvtRequestCancel`: runs under the queue's lock (Queue scope), so it may clear the context.
-fn cancel_routine(cx: &mut IoContext<'_>, req: Request) {
+fn cancel_routine(cx: &mut IoContext<'_, '_>, req: Request) {
     if let Some(ctx) = queue_context(cx.queue()) {
         if let Ok(state) = ctx.state(cx.scope())
             && state
@@ -245,7 +245,7 @@ fn cancel_routine(cx: &mut IoContext<'_>, req: Request) {
 }
 
 /// `EvtTimerFunc`: serialized with the queue's callbacks.
-fn on_timer(ctx: &EchoQueueContext, tcx: &mut CallbackContext<'_>) {
+fn on_timer(ctx: &EchoQueueContext, tcx: &mut CallbackContext<'_, '_>) {
     let Ok(state) = ctx.state(tcx.scope()) else {
         return;
     };

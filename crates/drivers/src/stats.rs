@@ -420,7 +420,7 @@ impl StatsContext {
     }
 
     /// Counts one request in the block this callback may touch.
-    fn count(&self, cx: &mut IoContext<'_>, role: Role, what: Count) -> Result<(), NtStatus> {
+    fn count(&self, cx: &mut IoContext<'_, '_>, role: Role, what: Count) -> Result<(), NtStatus> {
         match &self.block {
             Block::Racy(b) => b.count(what, self.race_window),
             Block::Device(b) => {
@@ -443,7 +443,7 @@ impl StatsContext {
 
     /// A control request on the control queue: counts itself, then reads (and for RESET
     /// clears) the whole block as one step. Returns the block as it is afterwards.
-    fn control(&self, cx: &mut IoContext<'_>, op: ControlOp) -> Result<StatsBlock, NtStatus> {
+    fn control(&self, cx: &mut IoContext<'_, '_>, op: ControlOp) -> Result<StatsBlock, NtStatus> {
         match &self.block {
             Block::Racy(b) => {
                 b.count(Count::Control, self.race_window);
@@ -492,7 +492,7 @@ impl StatsContext {
     }
 
     /// `EvtIoRead` / `EvtIoWrite`.
-    fn on_read_write(&self, cx: &mut IoContext<'_>, req: Request, what: Count, length: usize) {
+    fn on_read_write(&self, cx: &mut IoContext<'_, '_>, req: Request, what: Count, length: usize) {
         let _busy = self.enter();
         spin_for(self.work);
         match self.count(cx, Role::ReadWrite, what) {
@@ -504,7 +504,7 @@ impl StatsContext {
     /// `EvtIoDeviceControl`.
     fn on_control(
         &self,
-        cx: &mut IoContext<'_>,
+        cx: &mut IoContext<'_, '_>,
         mut req: Request,
         output_length: usize,
         code: u32,
@@ -538,7 +538,7 @@ impl StatsContext {
     }
 
     /// [`IOCTL_STATS_SNAPSHOT`]: counts the request and leaves it for the work item.
-    fn park_for_snapshot(&self, cx: &mut IoContext<'_>, req: Request, output_length: usize) {
+    fn park_for_snapshot(&self, cx: &mut IoContext<'_, '_>, req: Request, output_length: usize) {
         if let Err(status) = self.count(cx, Role::Control, Count::Control) {
             req.complete(status);
             return;
@@ -569,7 +569,7 @@ impl StatsContext {
     /// The work item (`passive-device-scope`): runs at PASSIVE_LEVEL holding the device's
     /// lock, so it reads the block and the waiting list with the lock's token like any
     /// callback.
-    fn snapshot_work(&self, wcx: &mut CallbackContext<'_>) {
+    fn snapshot_work(&self, wcx: &mut CallbackContext<'_, '_>) {
         let _busy = self.enter();
         spin_for(self.work);
         // Always serialized: created with automatic serialization under a Device scope.

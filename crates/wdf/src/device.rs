@@ -31,9 +31,9 @@ use crate::sync::{CallbackLock, LockOrder, ScopeLocked, ScopeToken};
 
 /// `EvtDeviceFileCreate`: decides the create's status (wdfkit completes the create with it).
 pub type FileCreateHandler =
-    Box<dyn Fn(Option<&mut ScopeToken>, &Arc<FileObject>) -> NtStatus + Send + Sync>;
+    Box<dyn Fn(Option<&mut ScopeToken<'_>>, &Arc<FileObject>) -> NtStatus + Send + Sync>;
 /// `EvtFileCleanup` / `EvtFileClose`.
-pub type FileHandler = Box<dyn Fn(Option<&mut ScopeToken>, &Arc<FileObject>) + Send + Sync>;
+pub type FileHandler = Box<dyn Fn(Option<&mut ScopeToken<'_>>, &Arc<FileObject>) + Send + Sync>;
 
 /// File-object callbacks and their attributes. Equivalent to: `WDF_FILEOBJECT_CONFIG` plus the
 /// attributes passed to `WdfDeviceInitSetFileObjectConfig`.
@@ -52,7 +52,7 @@ impl FileObjectConfig {
     /// Registers `EvtDeviceFileCreate`.
     pub fn on_create(
         &mut self,
-        f: impl Fn(Option<&mut ScopeToken>, &Arc<FileObject>) -> NtStatus + Send + Sync + 'static,
+        f: impl Fn(Option<&mut ScopeToken<'_>>, &Arc<FileObject>) -> NtStatus + Send + Sync + 'static,
     ) -> &mut Self {
         self.create = Some(Box::new(f));
         self
@@ -61,7 +61,7 @@ impl FileObjectConfig {
     /// Registers `EvtFileCleanup`.
     pub fn on_cleanup(
         &mut self,
-        f: impl Fn(Option<&mut ScopeToken>, &Arc<FileObject>) + Send + Sync + 'static,
+        f: impl Fn(Option<&mut ScopeToken<'_>>, &Arc<FileObject>) + Send + Sync + 'static,
     ) -> &mut Self {
         self.cleanup = Some(Box::new(f));
         self
@@ -70,7 +70,7 @@ impl FileObjectConfig {
     /// Registers `EvtFileClose`.
     pub fn on_close(
         &mut self,
-        f: impl Fn(Option<&mut ScopeToken>, &Arc<FileObject>) + Send + Sync + 'static,
+        f: impl Fn(Option<&mut ScopeToken<'_>>, &Arc<FileObject>) + Send + Sync + 'static,
     ) -> &mut Self {
         self.close = Some(Box::new(f));
         self
@@ -299,7 +299,7 @@ impl Device {
     /// Acquires the device's callback lock from code outside its callbacks. Re-acquiring on the
     /// owning thread is the fatal `WDF_RECURSIVE_LOCK`. Equivalent to:
     /// `WdfObjectAcquireLock(device)`; dropping the token is `WdfObjectReleaseLock`.
-    pub fn acquire_lock(&self) -> ScopeToken {
+    pub fn acquire_lock(&self) -> ScopeToken<'_> {
         ScopeToken::acquire(&self.lock)
     }
 

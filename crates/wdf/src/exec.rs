@@ -122,13 +122,13 @@ impl Parent<'_> {
 }
 
 /// What a DPC, timer or work-item callback receives.
-pub struct CallbackContext<'a> {
-    token: Option<&'a mut ScopeToken>,
+pub struct CallbackContext<'a, 'b> {
+    token: Option<&'a mut ScopeToken<'b>>,
 }
 
-impl CallbackContext<'_> {
+impl<'b> CallbackContext<'_, 'b> {
     /// Proof that the parent's scope lock is held (automatic serialization in effect).
-    pub fn scope(&mut self) -> Option<&mut ScopeToken> {
+    pub fn scope(&mut self) -> Option<&mut ScopeToken<'b>> {
         self.token.as_deref_mut()
     }
 
@@ -138,7 +138,7 @@ impl CallbackContext<'_> {
     }
 }
 
-impl fmt::Debug for CallbackContext<'_> {
+impl fmt::Debug for CallbackContext<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallbackContext")
             .field("serialized", &self.token.is_some())
@@ -146,7 +146,7 @@ impl fmt::Debug for CallbackContext<'_> {
     }
 }
 
-type Callback = Box<dyn Fn(&mut CallbackContext<'_>) + Send + Sync>;
+type Callback = Box<dyn Fn(&mut CallbackContext<'_, '_>) + Send + Sync>;
 
 /// What the three object kinds share: the callback, its lock, and a count of runs posted but
 /// not finished (for flush and stop-with-wait).
@@ -248,7 +248,7 @@ pub struct DpcConfig {
 
 impl DpcConfig {
     /// A configuration running `callback` (`EvtDpcFunc`).
-    pub fn new(callback: impl Fn(&mut CallbackContext<'_>) + Send + Sync + 'static) -> Self {
+    pub fn new(callback: impl Fn(&mut CallbackContext<'_, '_>) + Send + Sync + 'static) -> Self {
         DpcConfig {
             automatic_serialization: true,
             name: None,
@@ -364,7 +364,7 @@ pub struct TimerConfig {
 
 impl TimerConfig {
     /// A one-shot timer configuration (`WDF_TIMER_CONFIG_INIT`).
-    pub fn new(callback: impl Fn(&mut CallbackContext<'_>) + Send + Sync + 'static) -> Self {
+    pub fn new(callback: impl Fn(&mut CallbackContext<'_, '_>) + Send + Sync + 'static) -> Self {
         TimerConfig {
             automatic_serialization: true,
             period: None,
@@ -376,7 +376,7 @@ impl TimerConfig {
     /// A periodic timer configuration (`WDF_TIMER_CONFIG_INIT_PERIODIC`).
     pub fn periodic(
         period: Duration,
-        callback: impl Fn(&mut CallbackContext<'_>) + Send + Sync + 'static,
+        callback: impl Fn(&mut CallbackContext<'_, '_>) + Send + Sync + 'static,
     ) -> Self {
         TimerConfig {
             period: Some(period),
@@ -558,7 +558,7 @@ pub struct WorkItemConfig {
 
 impl WorkItemConfig {
     /// A configuration running `callback` (`EvtWorkItem`).
-    pub fn new(callback: impl Fn(&mut CallbackContext<'_>) + Send + Sync + 'static) -> Self {
+    pub fn new(callback: impl Fn(&mut CallbackContext<'_, '_>) + Send + Sync + 'static) -> Self {
         WorkItemConfig {
             automatic_serialization: true,
             name: None,

@@ -78,7 +78,7 @@ pub(crate) fn run<R>(
     object: &str,
     health: &Health,
     request: Option<u64>,
-    f: impl FnOnce(Option<&mut ScopeToken>) -> R,
+    f: impl FnOnce(Option<&mut ScopeToken<'_>>) -> R,
 ) -> Option<R> {
     // Acquire before entering the frame and release after leaving it: a spin-flavour lock raises
     // to DISPATCH_LEVEL, and the callback must return at the level it was entered at.

@@ -49,9 +49,9 @@ pub struct StopNotice {
 }
 
 /// `EvtIoStop`.
-pub type IoStopHandler = Box<dyn Fn(&mut IoContext<'_>, StopNotice) + Send + Sync>;
+pub type IoStopHandler = Box<dyn Fn(&mut IoContext<'_, '_>, StopNotice) + Send + Sync>;
 /// `EvtIoResume`: the id of a request the driver kept across the power-down.
-pub type IoResumeHandler = Box<dyn Fn(&mut IoContext<'_>, u64) + Send + Sync>;
+pub type IoResumeHandler = Box<dyn Fn(&mut IoContext<'_, '_>, u64) + Send + Sync>;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum PowerState {

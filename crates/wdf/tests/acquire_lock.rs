@@ -181,7 +181,8 @@ fn recursive_lock_is_fatal_even_with_the_verifier_off() {
     cfg.default_queue = true;
     cfg.io_read(|cx, req, len| {
         if req.parameters().offset == 1 {
-            let _token = cx.queue().device().unwrap().acquire_lock();
+            let device = cx.queue().device().unwrap();
+            let _token = device.acquire_lock();
         }
         req.complete_with_information(NtStatus::SUCCESS, len);
     });

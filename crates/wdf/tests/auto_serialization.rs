@@ -24,7 +24,7 @@ const SPIN: Duration = Duration::from_micros(20);
 /// Pause between enqueues of a DPC or work item under load (the load threads keep busy).
 const PACE: Duration = Duration::from_micros(50);
 
-fn noop() -> impl Fn(&mut wdf::CallbackContext<'_>) + Send + Sync + 'static {
+fn noop() -> impl Fn(&mut wdf::CallbackContext<'_, '_>) + Send + Sync + 'static {
     |_cx| {}
 }
 
@@ -401,7 +401,7 @@ fn scope_none_ignores_automatic_serialization_silently() {
     let (tx, rx) = mpsc::channel::<(&'static str, bool, bool)>();
     let report = |what: &'static str| {
         let tx = Mutex::new(tx.clone());
-        move |cx: &mut wdf::CallbackContext<'_>| {
+        move |cx: &mut wdf::CallbackContext<'_, '_>| {
             let serialized = cx.is_serialized();
             let token = cx.scope().is_some();
             tx.lock().unwrap().send((what, serialized, token)).unwrap();

@@ -618,7 +618,7 @@ fn mark_cancelable_during_purge_is_a_cancellation() {
     let r2 = queue.retrieve_next_request().unwrap();
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
-    queue.purge(Some(Box::new(move |_cx: &mut wdf::IoContext<'_>| {
+    queue.purge(Some(Box::new(move |_cx: &mut wdf::IoContext<'_, '_>| {
         tx.lock().unwrap().send(()).unwrap();
     })));
     assert!(

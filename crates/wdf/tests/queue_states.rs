@@ -32,7 +32,7 @@ struct Seen {
 /// A state callback that reports what it saw on a channel.
 fn reporting_callback(tx: &mpsc::Sender<Seen>) -> QueueStateCallback {
     let tx = Mutex::new(tx.clone());
-    Box::new(move |cx: &mut IoContext<'_>| {
+    Box::new(move |cx: &mut IoContext<'_, '_>| {
         let seen = Seen {
             token: cx.scope().is_some(),
             locked: cx.queue().callback_lock().is_owned_by_current_thread(),
@@ -526,7 +526,7 @@ fn ready_notify_fires_on_empty_to_non_empty_edge_and_on_start() {
     let unserialized = Arc::new(AtomicUsize::new(0));
     let (c, u) = (count.clone(), unserialized.clone());
     f.queue
-        .ready_notify(Some(move |cx: &mut IoContext<'_>| {
+        .ready_notify(Some(move |cx: &mut IoContext<'_, '_>| {
             if cx.scope().is_none() {
                 u.fetch_add(1, Ordering::SeqCst);
             }
@@ -598,7 +598,7 @@ fn ready_notify_on_non_manual_queue_is_invalid_device_request() {
         ObjectAttributes::default(),
     );
     assert_eq!(
-        f.queue.ready_notify(Some(|_cx: &mut IoContext<'_>| {})),
+        f.queue.ready_notify(Some(|_cx: &mut IoContext<'_, '_>| {})),
         Err(NtStatus::INVALID_DEVICE_REQUEST)
     );
 }
@@ -612,11 +612,11 @@ fn ready_notify_second_registration_is_invalid_device_request() {
         ObjectAttributes::default(),
     );
     assert_eq!(
-        f.queue.ready_notify(Some(|_cx: &mut IoContext<'_>| {})),
+        f.queue.ready_notify(Some(|_cx: &mut IoContext<'_, '_>| {})),
         Ok(())
     );
     assert_eq!(
-        f.queue.ready_notify(Some(|_cx: &mut IoContext<'_>| {})),
+        f.queue.ready_notify(Some(|_cx: &mut IoContext<'_, '_>| {})),
         Err(NtStatus::INVALID_DEVICE_REQUEST)
     );
 }
@@ -820,7 +820,7 @@ fn with_load(l: &Loaded, name: &str, clients: usize, allowed: &[NtStatus], body:
 }
 
 /// What the driver owned, according to its own bookkeeping, when a state callback ran.
-fn idle_snapshot(l: &Loaded) -> impl Fn(&mut IoContext<'_>) -> (usize, usize) + use<> {
+fn idle_snapshot(l: &Loaded) -> impl Fn(&mut IoContext<'_, '_>) -> (usize, usize) + use<> {
     let (o, f) = (l.outstanding.clone(), l.inflight.clone());
     move |_cx| (o.load(Ordering::SeqCst), f.now())
 }
@@ -838,9 +838,10 @@ fn stop_callback_under_load_fires_only_when_driver_owns_nothing() {
             std::thread::sleep(Duration::from_micros(rng.below(2000)));
             let (tx, rx) = mpsc::channel();
             let snap = idle_snapshot(&l);
-            l.queue.stop(Some(Box::new(move |cx: &mut IoContext<'_>| {
-                tx.send(snap(cx)).unwrap();
-            })));
+            l.queue
+                .stop(Some(Box::new(move |cx: &mut IoContext<'_, '_>| {
+                    tx.send(snap(cx)).unwrap();
+                })));
             let (owned, running) = rx
                 .recv_timeout(TIMEOUT)
                 .unwrap_or_else(|_| panic!("cycle {cycle}: stop-complete never fired"));
@@ -877,9 +878,10 @@ fn purge_callback_under_load_fires_only_when_driver_owns_nothing() {
             std::thread::sleep(Duration::from_micros(rng.below(2000)));
             let (tx, rx) = mpsc::channel();
             let snap = idle_snapshot(&l);
-            l.queue.purge(Some(Box::new(move |cx: &mut IoContext<'_>| {
-                tx.send(snap(cx)).unwrap();
-            })));
+            l.queue
+                .purge(Some(Box::new(move |cx: &mut IoContext<'_, '_>| {
+                    tx.send(snap(cx)).unwrap();
+                })));
             let (owned, running) = rx
                 .recv_timeout(TIMEOUT)
                 .unwrap_or_else(|_| panic!("cycle {cycle}: purge-complete never fired"));
@@ -915,7 +917,7 @@ fn stop_and_purge_cancels_queued_requests_before_its_callback() {
 
     let (tx, rx) = mpsc::channel();
     f.queue
-        .stop_and_purge(Some(Box::new(move |cx: &mut IoContext<'_>| {
+        .stop_and_purge(Some(Box::new(move |cx: &mut IoContext<'_, '_>| {
             let queued = cx.queue().status().queued;
             // A common driver pattern: restart the queue once it is stopped and purged.
             cx.queue().start();

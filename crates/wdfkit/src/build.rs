@@ -19,11 +19,11 @@ use crate::config::{Config, ExecKind, Handler};
 pub trait Hooks: Send + Sync + 'static {
     /// An I/O callback of queue `queue` (its index in the configuration) got `request`;
     /// `information` is the byte count to complete it with on success.
-    fn io(&self, queue: usize, cx: &mut IoContext<'_>, request: Request, information: usize);
+    fn io(&self, queue: usize, cx: &mut IoContext<'_, '_>, request: Request, information: usize);
     /// DPC, timer or work item `exec` (its index in [`Config::execs`] order) ran.
-    fn exec(&self, exec: usize, cx: &mut CallbackContext<'_>);
+    fn exec(&self, exec: usize, cx: &mut CallbackContext<'_, '_>);
     /// A manual queue became non-empty (ready notification): retrieve and complete.
-    fn ready(&self, queue: usize, cx: &mut IoContext<'_>) {
+    fn ready(&self, queue: usize, cx: &mut IoContext<'_, '_>) {
         let q = cx.queue().clone();
         while let Ok(r) = q.retrieve_next_request() {
             self.io(queue, cx, r, 0);
@@ -36,11 +36,11 @@ pub trait Hooks: Send + Sync + 'static {
 pub struct Complete;
 
 impl Hooks for Complete {
-    fn io(&self, _queue: usize, _cx: &mut IoContext<'_>, request: Request, information: usize) {
+    fn io(&self, _queue: usize, _cx: &mut IoContext<'_, '_>, request: Request, information: usize) {
         request.complete_with_information(NtStatus::SUCCESS, information);
     }
 
-    fn exec(&self, _exec: usize, _cx: &mut CallbackContext<'_>) {}
+    fn exec(&self, _exec: usize, _cx: &mut CallbackContext<'_, '_>) {}
 }
 
 /// A created DPC, timer or work item.
@@ -178,8 +178,8 @@ pub fn build(config: &Config, kernel: &Kernel, hooks: Arc<dyn Hooks>) -> Built {
             Ok(queue) => {
                 if q.dispatch == crate::config::Dispatch::Manual {
                     let hk = hooks.clone();
-                    let _ =
-                        queue.ready_notify(Some(move |cx: &mut IoContext<'_>| hk.ready(qi, cx)));
+                    let _ = queue
+                        .ready_notify(Some(move |cx: &mut IoContext<'_, '_>| hk.ready(qi, cx)));
                 }
                 built.queues.push(Some(queue));
             }
@@ -235,7 +235,7 @@ pub fn build(config: &Config, kernel: &Kernel, hooks: Arc<dyn Hooks>) -> Built {
                 Dpc::create(parent, c, a).map(BuiltExec::Dpc)
             }
             ExecKind::Timer => {
-                let cb = move |cx: &mut CallbackContext<'_>| hk.exec(ei, cx);
+                let cb = move |cx: &mut CallbackContext<'_, '_>| hk.exec(ei, cx);
                 let mut c = if e.period_ms > 0 {
                     TimerConfig::periodic(Duration::from_millis(e.period_ms), cb)
                 } else {

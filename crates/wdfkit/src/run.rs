@@ -267,7 +267,7 @@ impl Behaviour {
 }
 
 impl Hooks for Behaviour {
-    fn io(&self, queue: usize, cx: &mut IoContext<'_>, request: Request, information: usize) {
+    fn io(&self, queue: usize, cx: &mut IoContext<'_, '_>, request: Request, information: usize) {
         self.work();
         self.update(cx.scope(), self.queue_key[queue], self.queue_device[queue]);
         if let Some(b) = self.blocks.get() {
@@ -285,7 +285,7 @@ impl Hooks for Behaviour {
         request.complete_with_information(NtStatus::SUCCESS, information);
     }
 
-    fn exec(&self, exec: usize, cx: &mut CallbackContext<'_>) {
+    fn exec(&self, exec: usize, cx: &mut CallbackContext<'_, '_>) {
         self.work();
         self.update(cx.scope(), self.exec_key[exec], self.exec_device[exec]);
     }

@@ -205,6 +205,13 @@ pub struct LockGuard<'a, T: ?Sized, R: RawLock> {
 // SAFETY: sharing `&LockGuard` across threads only gives out `&T`, which needs `T: Sync`.
 unsafe impl<T: ?Sized + Sync, R: RawLock> Sync for LockGuard<'_, T, R> {}
 
+impl<'a, T: ?Sized, R: RawLock> LockGuard<'a, T, R> {
+    /// The lock this guard holds (identity for [`super::LockedBy`]).
+    pub(crate) fn lock_ref(&self) -> &'a Lock<T, R> {
+        self.lock
+    }
+}
+
 impl<T: ?Sized, R: RawLock> Deref for LockGuard<'_, T, R> {
     type Target = T;
 

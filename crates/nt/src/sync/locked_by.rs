@@ -21,8 +21,33 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::sync::Arc;
 
-use super::lock::{ArcLockGuard, Lock};
+use super::lock::{ArcLockGuard, Lock, LockGuard};
 use super::raw::RawLock;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A guard of a data-less lock: proof that the calling thread holds it. Sealed: only `nt`'s
+/// guards can be proofs.
+pub trait LockProof<R: RawLock>: sealed::Sealed {
+    /// The lock this guard holds.
+    fn held(&self) -> *const Lock<(), R>;
+}
+
+impl<R: RawLock> sealed::Sealed for LockGuard<'_, (), R> {}
+impl<R: RawLock> LockProof<R> for LockGuard<'_, (), R> {
+    fn held(&self) -> *const Lock<(), R> {
+        self.lock_ref()
+    }
+}
+
+impl<R: RawLock> sealed::Sealed for ArcLockGuard<(), R> {}
+impl<R: RawLock> LockProof<R> for ArcLockGuard<(), R> {
+    fn held(&self) -> *const Lock<(), R> {
+        Arc::as_ptr(self.lock_ref())
+    }
+}
 
 /// Data of type `T` reachable only with a guard of its owner lock.
 ///
@@ -57,8 +82,8 @@ impl<T, R: RawLock> LockedBy<T, R> {
 
 impl<T: ?Sized, R: RawLock> LockedBy<T, R> {
     /// Whether `guard` is a guard of this container's owner.
-    pub fn is_owned_by(&self, guard: &ArcLockGuard<(), R>) -> bool {
-        Arc::ptr_eq(guard.lock_ref(), &self.owner)
+    pub fn is_owned_by(&self, guard: &impl LockProof<R>) -> bool {
+        std::ptr::eq(guard.held(), Arc::as_ptr(&self.owner))
     }
 
     /// The owner lock.
@@ -70,13 +95,13 @@ impl<T: ?Sized, R: RawLock> LockedBy<T, R> {
     ///
     /// # Panics
     /// If `guard` belongs to a different lock ("mismatched owners").
-    pub fn access<'a>(&'a self, guard: &'a ArcLockGuard<(), R>) -> &'a T {
+    pub fn access<'a>(&'a self, guard: &'a impl LockProof<R>) -> &'a T {
         assert!(
             self.is_owned_by(guard),
             "LockedBy: mismatched owners ({})",
             self.owner.name()
         );
-        // SAFETY: the guard proves this thread holds `owner` (type invariant of `ArcLockGuard`), and
+        // SAFETY: the guard proves this thread holds `owner` (the type invariant of `LockGuard` and `ArcLockGuard`; `LockProof` is sealed), and
         // it is borrowed for `'a`, so the lock stays held while the reference lives.
         unsafe { &*self.data.get() }
     }
@@ -85,7 +110,7 @@ impl<T: ?Sized, R: RawLock> LockedBy<T, R> {
     ///
     /// # Panics
     /// If `guard` belongs to a different lock ("mismatched owners").
-    pub fn access_mut<'a>(&'a self, guard: &'a mut ArcLockGuard<(), R>) -> &'a mut T {
+    pub fn access_mut<'a>(&'a self, guard: &'a mut impl LockProof<R>) -> &'a mut T {
         assert!(
             self.is_owned_by(guard),
             "LockedBy: mismatched owners ({})",

@@ -18,5 +18,5 @@ mod raw;
 pub use dyn_lock::{LockFlavour, RawDynLock};
 pub use event::{Event, EventKind};
 pub use lock::{ArcLockGuard, Lock, LockGuard, PassiveMutex, SpinLock};
-pub use locked_by::LockedBy;
+pub use locked_by::{LockProof, LockedBy};
 pub use raw::{LockStats, RawLock, RawPassiveMutex, RawSpinLock};

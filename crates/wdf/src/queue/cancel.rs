@@ -91,7 +91,7 @@ impl Request {
     /// `STATUS_INVALID_DEVICE_REQUEST`.
     pub fn mark_cancelable(
         self,
-        on_cancel: impl FnOnce(&mut IoContext<'_>, Request) + Send + 'static,
+        on_cancel: impl FnOnce(&mut IoContext<'_, '_>, Request) + Send + 'static,
     ) -> Result<CancelableRequest, RequestError> {
         self.mark(Box::new(on_cancel), false)
     }
@@ -101,7 +101,7 @@ impl Request {
     /// and the driver must complete it. Equivalent to: `WdfRequestMarkCancelableEx`.
     pub fn mark_cancelable_ex(
         self,
-        on_cancel: impl FnOnce(&mut IoContext<'_>, Request) + Send + 'static,
+        on_cancel: impl FnOnce(&mut IoContext<'_, '_>, Request) + Send + 'static,
     ) -> Result<CancelableRequest, RequestError> {
         self.mark(Box::new(on_cancel), true)
     }

@@ -60,12 +60,12 @@ pub enum DispatchType {
 }
 
 /// What a serialized (or unserialized) queue callback receives besides the request.
-pub struct IoContext<'a> {
+pub struct IoContext<'a, 'b> {
     pub(crate) queue: &'a Arc<Queue>,
-    pub(crate) token: Option<&'a mut ScopeToken>,
+    pub(crate) token: Option<&'a mut ScopeToken<'b>>,
 }
 
-impl<'a> IoContext<'a> {
+impl<'a, 'b> IoContext<'a, 'b> {
     /// The queue presenting the request.
     pub fn queue(&self) -> &'a Arc<Queue> {
         self.queue
@@ -73,12 +73,12 @@ impl<'a> IoContext<'a> {
 
     /// Proof that the scope lock is held, to reach [`ScopeLocked`] data; `None` when the queue's
     /// scope is None (the driver must use its own lock).
-    pub fn scope(&mut self) -> Option<&mut ScopeToken> {
+    pub fn scope(&mut self) -> Option<&mut ScopeToken<'b>> {
         self.token.as_deref_mut()
     }
 }
 
-impl fmt::Debug for IoContext<'_> {
+impl fmt::Debug for IoContext<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IoContext")
             .field("queue", &self.queue.name())
@@ -88,17 +88,17 @@ impl fmt::Debug for IoContext<'_> {
 }
 
 /// `EvtIoRead` / `EvtIoWrite`: the request and its length.
-pub type IoLengthHandler = Box<dyn Fn(&mut IoContext<'_>, Request, usize) + Send + Sync>;
+pub type IoLengthHandler = Box<dyn Fn(&mut IoContext<'_, '_>, Request, usize) + Send + Sync>;
 /// `EvtIoDeviceControl` / `EvtIoInternalDeviceControl`: request, output length, input length, code.
 pub type IoControlHandler =
-    Box<dyn Fn(&mut IoContext<'_>, Request, usize, usize, u32) + Send + Sync>;
+    Box<dyn Fn(&mut IoContext<'_, '_>, Request, usize, usize, u32) + Send + Sync>;
 /// `EvtIoDefault`: the request only.
-pub type IoDefaultHandler = Box<dyn Fn(&mut IoContext<'_>, Request) + Send + Sync>;
+pub type IoDefaultHandler = Box<dyn Fn(&mut IoContext<'_, '_>, Request) + Send + Sync>;
 /// `EvtIoCanceledOnQueue`: a previously presented request was cancelled while queued; the driver
 /// owns it again and must complete it.
-pub type IoCanceledOnQueueHandler = Box<dyn Fn(&mut IoContext<'_>, Request) + Send + Sync>;
+pub type IoCanceledOnQueueHandler = Box<dyn Fn(&mut IoContext<'_, '_>, Request) + Send + Sync>;
 /// `EvtIoQueueState` registered with `WdfIoQueueReadyNotify`: a manual queue became non-empty.
-pub type ReadyNotifyHandler = Arc<dyn Fn(&mut IoContext<'_>) + Send + Sync>;
+pub type ReadyNotifyHandler = Arc<dyn Fn(&mut IoContext<'_, '_>) + Send + Sync>;
 
 type QueueContextFactory =
     Box<dyn FnOnce(&Arc<Queue>) -> Arc<dyn std::any::Any + Send + Sync> + Send + Sync>;
@@ -154,7 +154,7 @@ impl QueueConfig {
     /// Registers `EvtIoRead`.
     pub fn io_read(
         &mut self,
-        f: impl Fn(&mut IoContext<'_>, Request, usize) + Send + Sync + 'static,
+        f: impl Fn(&mut IoContext<'_, '_>, Request, usize) + Send + Sync + 'static,
     ) -> &mut Self {
         self.read = Some(Box::new(f));
         self
@@ -163,7 +163,7 @@ impl QueueConfig {
     /// Registers `EvtIoWrite`.
     pub fn io_write(
         &mut self,
-        f: impl Fn(&mut IoContext<'_>, Request, usize) + Send + Sync + 'static,
+        f: impl Fn(&mut IoContext<'_, '_>, Request, usize) + Send + Sync + 'static,
     ) -> &mut Self {
         self.write = Some(Box::new(f));
         self
@@ -172,7 +172,7 @@ impl QueueConfig {
     /// Registers `EvtIoDeviceControl` (request, output length, input length, control code).
     pub fn io_device_control(
         &mut self,
-        f: impl Fn(&mut IoContext<'_>, Request, usize, usize, u32) + Send + Sync + 'static,
+        f: impl Fn(&mut IoContext<'_, '_>, Request, usize, usize, u32) + Send + Sync + 'static,
     ) -> &mut Self {
         self.device_control = Some(Box::new(f));
         self
@@ -181,7 +181,7 @@ impl QueueConfig {
     /// Registers `EvtIoInternalDeviceControl`.
     pub fn io_internal_device_control(
         &mut self,
-        f: impl Fn(&mut IoContext<'_>, Request, usize, usize, u32) + Send + Sync + 'static,
+        f: impl Fn(&mut IoContext<'_, '_>, Request, usize, usize, u32) + Send + Sync + 'static,
     ) -> &mut Self {
         self.internal_device_control = Some(Box::new(f));
         self
@@ -190,7 +190,7 @@ impl QueueConfig {
     /// Registers `EvtIoDefault` (any request type without its own handler).
     pub fn io_default(
         &mut self,
-        f: impl Fn(&mut IoContext<'_>, Request) + Send + Sync + 'static,
+        f: impl Fn(&mut IoContext<'_, '_>, Request) + Send + Sync + 'static,
     ) -> &mut Self {
         self.default = Some(Box::new(f));
         self
@@ -212,7 +212,7 @@ impl QueueConfig {
     /// Registers `EvtIoCanceledOnQueue`.
     pub fn io_canceled_on_queue(
         &mut self,
-        f: impl Fn(&mut IoContext<'_>, Request) + Send + Sync + 'static,
+        f: impl Fn(&mut IoContext<'_, '_>, Request) + Send + Sync + 'static,
     ) -> &mut Self {
         self.canceled_on_queue = Some(Box::new(f));
         self
@@ -221,7 +221,7 @@ impl QueueConfig {
     /// Registers `EvtIoStop`: called for each driver-owned request when the device powers down.
     pub fn io_stop(
         &mut self,
-        f: impl Fn(&mut IoContext<'_>, crate::power::StopNotice) + Send + Sync + 'static,
+        f: impl Fn(&mut IoContext<'_, '_>, crate::power::StopNotice) + Send + Sync + 'static,
     ) -> &mut Self {
         self.stop = Some(Box::new(f));
         self
@@ -230,7 +230,7 @@ impl QueueConfig {
     /// Registers `EvtIoResume`: called for each request the driver kept across a power-down.
     pub fn io_resume(
         &mut self,
-        f: impl Fn(&mut IoContext<'_>, u64) + Send + Sync + 'static,
+        f: impl Fn(&mut IoContext<'_, '_>, u64) + Send + Sync + 'static,
     ) -> &mut Self {
         self.resume = Some(Box::new(f));
         self
@@ -297,7 +297,7 @@ pub(crate) struct Counters {
 }
 
 /// A driver cancel routine (`EvtRequestCancel`), run under the queue's scope lock.
-pub(crate) type CancelRoutine = Box<dyn FnOnce(&mut IoContext<'_>, Request) + Send>;
+pub(crate) type CancelRoutine = Box<dyn FnOnce(&mut IoContext<'_, '_>, Request) + Send>;
 
 pub(crate) struct QueueState {
     /// Queued, not driver-owned (cancel-safe: each has an IRP cancel routine).
@@ -482,7 +482,7 @@ impl Queue {
     /// the thread that holds it (e.g. inside a serialized callback) is the fatal
     /// `WDF_RECURSIVE_LOCK`. Equivalent to: `WdfObjectAcquireLock(queue)`; dropping the token is
     /// `WdfObjectReleaseLock`.
-    pub fn acquire_lock(&self) -> ScopeToken {
+    pub fn acquire_lock(&self) -> ScopeToken<'_> {
         ScopeToken::acquire(&self.lock)
     }
 

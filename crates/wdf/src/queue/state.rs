@@ -30,7 +30,7 @@ use crate::observe::CallbackKind;
 use crate::verifier::{self, rules};
 
 /// An `EvtIoQueueState` completion callback (stop, purge or drain finished).
-pub type QueueStateCallback = Box<dyn FnOnce(&mut IoContext<'_>) + Send>;
+pub type QueueStateCallback = Box<dyn FnOnce(&mut IoContext<'_, '_>) + Send>;
 
 /// What a queue is doing. Equivalent to: `WDF_IO_QUEUE_STATE` from `WdfIoQueueGetState`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +141,7 @@ impl Queue {
     /// (`STATUS_INVALID_DEVICE_STATE`). Equivalent to: `WdfIoQueueReadyNotify`.
     pub fn ready_notify(
         self: &Arc<Self>,
-        handler: Option<impl Fn(&mut IoContext<'_>) + Send + Sync + 'static>,
+        handler: Option<impl Fn(&mut IoContext<'_, '_>) + Send + Sync + 'static>,
     ) -> Result<(), NtStatus> {
         if self.config.dispatch_type != DispatchType::Manual {
             return Err(NtStatus::INVALID_DEVICE_REQUEST);

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
-use nt::sync::{ArcLockGuard, Lock, LockFlavour, LockStats, RawDynLock};
+use nt::sync::{Lock, LockFlavour, LockGuard, LockStats, RawDynLock};
 
 use crate::verifier::{self, rules};
 
@@ -78,7 +78,7 @@ impl CallbackLock {
 
     /// Acquires the lock; a re-acquire on the owning thread is the fatal `WDF_RECURSIVE_LOCK`.
     #[inline]
-    pub(crate) fn acquire(&self) -> (ArcLockGuard<(), RawDynLock>, bool) {
+    pub(crate) fn acquire(&self) -> (LockGuard<'_, (), RawDynLock>, bool) {
         if self.lock.is_owned_by_current_thread() {
             verifier::report(
                 &rules::WDF_RECURSIVE_LOCK,
@@ -92,7 +92,7 @@ impl CallbackLock {
         if tracked {
             self.check_order();
         }
-        let guard = self.lock.lock_arc();
+        let guard = self.lock.lock();
         if tracked {
             HELD.with(|h| h.borrow_mut().push((self.order, self.id())));
         }

@@ -26,21 +26,40 @@
 use std::fmt;
 
 use nt::NtStatus;
-use nt::sync::{ArcLockGuard, LockedBy, RawDynLock};
+use nt::sync::{LockGuard, LockedBy, RawDynLock};
 
 use super::callback_lock::CallbackLock;
 
 /// Proof that the calling thread holds a particular callback lock; `!Send`, lent to callbacks.
 ///
+/// It borrows the lock (no reference count changes hands per callback), so it cannot outlive
+/// the callback it was lent to or the object it was acquired from. A callback cannot swap the
+/// token it was lent for another one (and so release its own callback lock early): the lent
+/// token's lifetime belongs to the framework.
+///
+/// ```compile_fail
+/// use wdf::{DispatchType, QueueConfig};
+/// # fn f(other: std::sync::Arc<wdf::Device>) {
+/// let mut cfg = QueueConfig::new(DispatchType::Parallel);
+/// cfg.io_read(move |cx, req, _len| {
+///     let mut foreign = other.acquire_lock();
+///     let lent = cx.scope().unwrap();
+///     std::mem::swap(lent, &mut foreign); // does not compile: the lifetimes differ
+///     drop(foreign);
+///     req.complete(nt::NtStatus::SUCCESS);
+/// });
+/// # }
+/// ```
+///
 /// Dropping a token obtained from `acquire_lock` releases the lock (`WdfObjectReleaseLock`).
-pub struct ScopeToken {
-    guard: ArcLockGuard<(), RawDynLock>,
+pub struct ScopeToken<'a> {
+    guard: LockGuard<'a, (), RawDynLock>,
     /// The lock's id in the verifier's held list, if it was recorded there.
     tracked: Option<usize>,
 }
 
-impl ScopeToken {
-    pub(crate) fn acquire(lock: &CallbackLock) -> ScopeToken {
+impl<'a> ScopeToken<'a> {
+    pub(crate) fn acquire(lock: &'a CallbackLock) -> ScopeToken<'a> {
         let (guard, tracked) = lock.acquire();
         ScopeToken {
             guard,
@@ -49,7 +68,7 @@ impl ScopeToken {
     }
 }
 
-impl Drop for ScopeToken {
+impl Drop for ScopeToken<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.tracked {
             CallbackLock::note_released(id);
@@ -57,7 +76,7 @@ impl Drop for ScopeToken {
     }
 }
 
-impl fmt::Debug for ScopeToken {
+impl fmt::Debug for ScopeToken<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScopeToken").finish_non_exhaustive()
     }
@@ -80,13 +99,13 @@ impl<T> ScopeLocked<T> {
     /// # Panics
     /// If the token is for a different lock (a programming error, like touching device data from
     /// a Queue-scope callback). Use [`ScopeLocked::try_get`] to get a status instead.
-    pub fn get<'a>(&'a self, token: &'a mut ScopeToken) -> &'a mut T {
+    pub fn get<'a>(&'a self, token: &'a mut ScopeToken<'_>) -> &'a mut T {
         self.inner.access_mut(&mut token.guard)
     }
 
     /// Like [`ScopeLocked::get`], but a token of the wrong lock gives
     /// `STATUS_INVALID_DEVICE_REQUEST` instead of a panic.
-    pub fn try_get<'a>(&'a self, token: &'a mut ScopeToken) -> Result<&'a mut T, NtStatus> {
+    pub fn try_get<'a>(&'a self, token: &'a mut ScopeToken<'_>) -> Result<&'a mut T, NtStatus> {
         if self.inner.is_owned_by(&token.guard) {
             Ok(self.inner.access_mut(&mut token.guard))
         } else {
