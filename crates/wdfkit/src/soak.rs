@@ -610,7 +610,7 @@ fn build(kernel: &Kernel, counters: &Arc<Counters>) -> Result<Built, String> {
                 if qi == MANUAL {
                     let r = rig.clone();
                     queue
-                        .ready_notify(Some(move |cx: &mut IoContext<'_>| {
+                        .ready_notify(Some(move |cx: &mut IoContext<'_, '_>| {
                             r.counters
                                 .ready_notifications
                                 .fetch_add(1, Ordering::Relaxed);
@@ -627,7 +627,7 @@ fn build(kernel: &Kernel, counters: &Arc<Counters>) -> Result<Built, String> {
             let passive = level == ExecutionLevel::Passive;
             let make = |serialized: bool| {
                 let r = rig.clone();
-                let callback = move |_cx: &mut CallbackContext<'_>| {
+                let callback = move |_cx: &mut CallbackContext<'_, '_>| {
                     let tick = r.counters.timer_ticks.fetch_add(1, Ordering::Relaxed);
                     r.complete_held(2);
                     if passive && let Some(t) = r.timer.get().and_then(Weak::upgrade) {
