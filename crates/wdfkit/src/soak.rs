@@ -29,9 +29,12 @@
 //! nothing but the injected panics (`WDF_CALLBACK_PANICKED`, one per injected panic) and,
 //! possibly, DPC-watchdog timing findings.
 //!
-//! **Determinism.** Every random choice (requests, behaviours, cancels, state changes) comes
-//! from a generator seeded with `--seed` per thread, so a seed replays the same operations in
-//! the same order on each thread; how the threads interleave is up to the machine.
+//! **Determinism.** Every random choice comes from a generator seeded with `--seed`, one stream
+//! per thread, drawn in a fixed pattern: a seed replays, on each client, the same requests
+//! (device, type, IRQL, behaviour, which of them are followed by a cancel) in the same order,
+//! and on the control thread the same state changes and timer restarts in the same order. How
+//! the threads interleave, and so which outstanding request a cancel hits and how many requests
+//! are sent in the time given, is up to the machine.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -845,24 +848,31 @@ fn control(
                 *slot = None;
             }
         }
-        if rng.chance(3) {
-            let (timer, _) = &timers[rng.below(timers.len() as u64) as usize];
+        // Every choice of this round is drawn before acting on any of them, so the stream of
+        // choices does not depend on which queues are still busy with an earlier change.
+        let restart_timer = rng.chance(3);
+        let ti = rng.below(timers.len() as u64) as usize;
+        let due = Duration::from_millis(1 + rng.below(3));
+        let qi = rng.below(queues.len() as u64) as usize;
+        let change = [
+            Change::Stop,
+            Change::StopAndPurge,
+            Change::Purge,
+            Change::Drain,
+        ][rng.weighted(&[30, 20, 25, 25])];
+        let synchronous = rng.chance(20);
+        let hold_for = Duration::from_micros(rng.below(3000));
+        if restart_timer {
+            let (timer, _) = &timers[ti];
             timer.stop(true);
-            timer.start(Duration::from_millis(1 + rng.below(3)));
+            timer.start(due);
             t.ops.timer_restarts += 1;
             continue;
         }
-        let qi = rng.below(queues.len() as u64) as usize;
         match &changed[qi] {
             Some(_) => {}
             None => {
                 let q = &queues[qi];
-                let change = [
-                    Change::Stop,
-                    Change::StopAndPurge,
-                    Change::Purge,
-                    Change::Drain,
-                ][rng.weighted(&[30, 20, 25, 25])];
                 match change {
                     Change::Stop => t.ops.stops += 1,
                     Change::StopAndPurge => t.ops.stop_and_purges += 1,
@@ -870,7 +880,7 @@ fn control(
                     Change::Drain => t.ops.drains += 1,
                 }
                 let fired = Arc::new(AtomicBool::new(false));
-                if rng.chance(20) {
+                if synchronous {
                     t.ops.synchronous += 1;
                     let r = match change {
                         Change::Stop => q.stop_synchronously(),
@@ -902,7 +912,7 @@ fn control(
                     queue: q.clone(),
                     fired,
                     since: Instant::now(),
-                    hold_for: Duration::from_micros(rng.below(3000)),
+                    hold_for,
                     fired_at: None,
                 });
             }
