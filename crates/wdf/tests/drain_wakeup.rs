@@ -9,8 +9,6 @@
 //! simply: its queued requests are not presented, so a drain waits for them to be retrieved or
 //! cancelled.
 //!
-//! These tests are ignored until the fix lands (they fail today); run them with
-//! `cargo test -p wdf --test drain_wakeup -- --ignored`.
 
 mod common;
 
@@ -42,7 +40,6 @@ fn counting_callback(fired: &Arc<AtomicUsize>) -> wdf::QueueStateCallback {
 }
 
 #[test]
-#[ignore = "bug: cancel_pending completes the last queued request without a dispatch pass"]
 fn drain_completes_when_its_last_queued_request_is_cancelled() {
     let kernel = kernel();
     let (q, h) = manual(&kernel, "drain-cancel");
@@ -62,7 +59,6 @@ fn drain_completes_when_its_last_queued_request_is_cancelled() {
 }
 
 #[test]
-#[ignore = "bug: flush_by_file_object completes the last queued request without a dispatch pass"]
 fn drain_completes_when_its_last_queued_request_is_flushed_by_handle_close() {
     let kernel = kernel();
     let (q, h) = manual(&kernel, "drain-close");

@@ -207,12 +207,12 @@ impl Queue {
                 Some(req)
             }
         };
-        match req {
-            Some(r) => r.complete_internal(NtStatus::CANCELLED),
-            None => {
-                let _ = self.dispatch_events(Event::Internal);
-            }
+        if let Some(r) = req {
+            r.complete_internal(NtStatus::CANCELLED);
         }
+        // The queue may have become empty (a drain or purge waiting on it) or the request may
+        // be waiting for EvtIoCanceledOnQueue: let the loop look.
+        let _ = self.dispatch_events(Event::Internal);
     }
 
     /// Takes every queued request out for cancellation (purge, stop-and-purge, removal), under

@@ -682,20 +682,20 @@ impl Queue {
 
     /// Cancels every queued request sent on `file` (file cleanup). Equivalent to:
     /// `FxIoQueue::FlushByFileObject`.
-    pub(crate) fn flush_by_file_object(&self, file: &FileObject) {
+    pub(crate) fn flush_by_file_object(self: &Arc<Self>, file: &FileObject) {
         let id = file.id();
-        let cancelled: Vec<Request> = {
-            let mut st = self.state.lock();
-            let (keep, go): (VecDeque<_>, VecDeque<_>) = st
-                .pending
-                .drain(..)
-                .partition(|r| r.file_object().id() != id);
-            st.pending = keep;
-            go.into_iter().collect()
-        };
-        for r in cancelled {
-            r.irp().clear_cancel_routine();
-            r.complete_internal(NtStatus::CANCELLED);
+        let ids: Vec<u64> = self
+            .state
+            .lock()
+            .pending
+            .iter()
+            .filter(|r| r.file_object().id() == id)
+            .map(Request::id)
+            .collect();
+        // Exactly as if the sender had cancelled each one: the framework completes it, or hands
+        // a previously presented one to EvtIoCanceledOnQueue, and the loop runs afterwards.
+        for rid in ids {
+            self.cancel_pending(rid);
         }
     }
 
