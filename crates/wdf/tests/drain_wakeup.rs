@@ -4,11 +4,10 @@
 //! A drain's completion callback fires from a dispatch pass once nothing is queued or
 //! driver-owned (`dispatch_events` step 4). When the *last queued request* leaves the queue by
 //! being cancelled — its client cancels it (`Queue::cancel_pending`), or its handle is closed
-//! (`Queue::flush_by_file_object`) — the request is completed on the spot and no dispatch pass
-//! runs, so the callback waits for an event that never comes. A manual queue shows it most
-//! simply: its queued requests are not presented, so a drain waits for them to be retrieved or
-//! cancelled.
-//!
+//! (`Queue::flush_by_file_object`) — the request used to be completed on the spot with no
+//! dispatch pass after it, so the callback waited for an event that never came; both paths now
+//! run a guarded pass. A manual queue shows it most simply: its queued requests are not
+//! presented, so a drain waits for them to be retrieved or cancelled.
 
 mod common;
 
