@@ -744,16 +744,20 @@ impl Q {
         routine(req);
     }
 
-    /// `Queue::cancel_pending` (cancel.rs): the IRP cancel routine of a queued request.
+    /// `Queue::cancel_pending` (cancel.rs): the IRP cancel routine of a queued request. The
+    /// pass afterwards lets a drain or purge waiting for the queue to empty complete.
     fn cancel_pending(&self, id: u64) {
         let req = {
             let mut st = self.state.lock().unwrap();
             let Some(pos) = st.pending.iter().position(|r| r.id == id) else {
                 return;
             };
-            st.pending.remove(pos).expect("position is in range")
+            Some(st.pending.remove(pos).expect("position is in range"))
         };
-        req.complete_internal(Status::Cancelled);
+        if let Some(r) = req {
+            r.complete_internal(Status::Cancelled);
+        }
+        self.dispatch_events(Event::Internal);
     }
 
     /// `Queue::cancel_driver_owned` (cancel.rs): the IRP cancel routine of a cancelable request.
@@ -833,6 +837,14 @@ impl Q {
             st.purging = true;
             Q::cancel_all_cancelable(st);
             q.take_pending_for_cancel(st)
+        });
+    }
+
+    /// `Queue::drain` (state.rs).
+    fn drain(&self, on_empty: Option<StateCallback>) {
+        self.change(on_empty, false, |_, st| {
+            st.accepting = false;
+            Vec::new()
         });
     }
 
@@ -935,7 +947,7 @@ impl CancelableRequest {
 /// nothing stays queued, owned or in the loop. A second schedule has only the arrival and the
 /// cancel: nothing else would ever take the request out of the stopped queue, so the cancel
 /// alone must complete it with `STATUS_CANCELLED` (a cancel lost between `set_cancel_routine`
-/// and `cancel` would leave it queued).
+/// and `cancel` would leave it queued). A third races the arrival and the cancel with a drain.
 #[test]
 fn request_completed_exactly_once_under_complete_cancel_purge() {
     model(|| {
@@ -979,6 +991,41 @@ fn request_completed_exactly_once_under_complete_cancel_purge() {
         t2.join().unwrap();
         assert_eq!(irp.outcome(), Status::Cancelled);
         assert!(q.state.lock().unwrap().pending.is_empty(), "left queued");
+        q.assert_quiet();
+    });
+    // A drain waits for the stopped queue to empty while the request arrives and is cancelled:
+    // however it leaves (cancelled on insert, cancelled while queued, refused because the drain
+    // came first), the drain's callback fires exactly once (the wdfkit soak found it lost when
+    // a cancel emptied the queue without a dispatch pass).
+    model(|| {
+        let q = Q::new(DispatchType::Sequential, Driver::Complete);
+        q.stop(None);
+        let (r, irp) = q.request(1);
+        let drained = Arc::new(AtomicUsize::new(0));
+        let t1 = {
+            let q = q.clone();
+            thread::spawn(move || q.arrive(r))
+        };
+        let t2 = {
+            let irp = irp.clone();
+            thread::spawn(move || irp.cancel())
+        };
+        let d = drained.clone();
+        q.drain(Some(Box::new(move || {
+            d.fetch_add(1, Ordering::SeqCst);
+        })));
+        t1.join().unwrap();
+        t2.join().unwrap();
+        let status = irp.outcome();
+        assert!(
+            matches!(status, Status::Cancelled | Status::InvalidDeviceState),
+            "{status:?}"
+        );
+        assert_eq!(
+            drained.load(Ordering::SeqCst),
+            1,
+            "drain callback fired once"
+        );
         q.assert_quiet();
     });
 }
