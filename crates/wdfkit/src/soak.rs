@@ -882,17 +882,32 @@ fn control(
                 let fired = Arc::new(AtomicBool::new(false));
                 if synchronous {
                     t.ops.synchronous += 1;
-                    let r = match change {
-                        Change::Stop => q.stop_synchronously(),
-                        Change::StopAndPurge => q.stop_and_purge_synchronously(),
-                        Change::Purge => q.purge_synchronously(),
-                        Change::Drain => q.drain_synchronously(),
-                    };
-                    if let Err(s) = r {
-                        t.failures
-                            .push(format!("{change:?} synchronously on {}: {s}", q.name()));
+                    // On a thread of its own, so that a change that never completes is reported
+                    // instead of hanging the soak (the thread is then left blocked).
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    let q2 = q.clone();
+                    std::thread::spawn(move || {
+                        let r = match change {
+                            Change::Stop => q2.stop_synchronously(),
+                            Change::StopAndPurge => q2.stop_and_purge_synchronously(),
+                            Change::Purge => q2.purge_synchronously(),
+                            Change::Drain => q2.drain_synchronously(),
+                        };
+                        let _ = tx.send(r);
+                    });
+                    match rx.recv_timeout(Duration::from_secs(15)) {
+                        Ok(Ok(())) => {
+                            counters.state_callbacks.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Err(s)) => t
+                            .failures
+                            .push(format!("{change:?} synchronously on {}: {s}", q.name())),
+                        Err(_) => t.failures.push(format!(
+                            "{change:?} synchronously on {} did not return within 15 s (queue: {:?})",
+                            q.name(),
+                            q.status()
+                        )),
                     }
-                    counters.state_callbacks.fetch_add(1, Ordering::Relaxed);
                     fired.store(true, Ordering::Release);
                 } else {
                     let f = fired.clone();
