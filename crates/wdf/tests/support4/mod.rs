@@ -9,7 +9,7 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -113,84 +113,11 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Counts callbacks running at once and remembers the most ever seen.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-impl InFlight {
-    /// A callback starts; it ends when the guard is dropped.
-    pub fn enter(&self) -> InFlightGuard<'_> {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-        InFlightGuard { of: self }
-    }
-
-    /// The most callbacks ever running at once.
-    pub fn max(&self) -> usize {
-        self.max.load(Ordering::SeqCst)
-    }
-
-    /// Callbacks running now.
-    pub fn now(&self) -> usize {
-        self.now.load(Ordering::SeqCst)
-    }
-}
-
-/// One running callback of an [`InFlight`] counter.
-#[derive(Debug)]
-pub struct InFlightGuard<'a> {
-    of: &'a InFlight,
-}
-
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        self.of.now.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Busy-waits for `d` (allowed at DISPATCH_LEVEL, unlike sleeping): an overlap opportunity.
-pub fn spin_for(d: Duration) {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        std::hint::spin_loop();
-    }
-}
-
-/// A one-shot meeting point for `parties` participants; waiting spins and yields, so it is
-/// usable at DISPATCH_LEVEL, and gives up after a timeout.
-#[derive(Debug)]
-pub struct Rendezvous {
-    parties: usize,
-    arrived: AtomicUsize,
-}
-
-impl Rendezvous {
-    /// A meeting point for `parties` participants.
-    pub fn new(parties: usize) -> Self {
-        Rendezvous {
-            parties,
-            arrived: AtomicUsize::new(0),
-        }
-    }
-
-    /// Arrives, then waits until every party has arrived (`true`) or `timeout` passes (`false`).
-    pub fn meet(&self, timeout: Duration) -> bool {
-        self.arrived.fetch_add(1, Ordering::SeqCst);
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.arrived.load(Ordering::SeqCst) >= self.parties {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::yield_now();
-        }
-    }
-}
+// The in-flight counter, the busy wait and the rendezvous are the core tests' own helpers.
+#[path = "../common/mod.rs"]
+mod common;
+#[allow(unused_imports)] // each test binary uses only some of them, as with dead_code above
+pub use common::{InFlight, InFlightGuard, Rendezvous, spin_for};
 
 /// A flag that, once opened, stays open. Waiting spins and yields (usable at DISPATCH_LEVEL) and
 /// gives up after a timeout, so a callback parked on it can never hang a test forever.
