@@ -120,6 +120,24 @@ impl Resolved {
     }
 }
 
+impl ObjectAttributes {
+    /// The execution level, or `parent`'s when the attributes say InheritFromParent.
+    fn level_or(&self, parent: ExecutionLevel) -> ExecutionLevel {
+        match self.execution_level {
+            ExecutionLevel::InheritFromParent => parent,
+            l => l,
+        }
+    }
+
+    /// The scope, or `parent`'s when the attributes say InheritFromParent.
+    fn scope_or(&self, parent: SyncScope) -> SyncScope {
+        match self.sync_scope {
+            SyncScope::InheritFromParent => parent,
+            s => s,
+        }
+    }
+}
+
 fn flavour(level: ExecutionLevel) -> LockFlavour {
     if level == ExecutionLevel::Passive {
         LockFlavour::Passive
@@ -130,14 +148,8 @@ fn flavour(level: ExecutionLevel) -> LockFlavour {
 
 /// Resolves the driver object: defaults Dispatch (KMDF) and None.
 pub fn resolve_driver(attrs: &ObjectAttributes) -> Result<Resolved, NtStatus> {
-    let level = match attrs.execution_level {
-        ExecutionLevel::InheritFromParent => ExecutionLevel::Dispatch,
-        l => l,
-    };
-    let scope = match attrs.sync_scope {
-        SyncScope::InheritFromParent => SyncScope::None,
-        s => s,
-    };
+    let level = attrs.level_or(ExecutionLevel::Dispatch);
+    let scope = attrs.scope_or(SyncScope::None);
     Ok(Resolved {
         execution_level: level,
         sync_scope: scope,
@@ -157,14 +169,8 @@ pub fn resolve_driver(attrs: &ObjectAttributes) -> Result<Resolved, NtStatus> {
 /// passive-callbacks flag follows the resolved level (spec §4.6 records that WDF sets it only for
 /// an explicit Passive attribute; wdfkit deliberately uses the resolved level, closing that gap).
 pub fn resolve_device(driver: &Resolved, attrs: &ObjectAttributes) -> Result<Resolved, NtStatus> {
-    let level = match attrs.execution_level {
-        ExecutionLevel::InheritFromParent => driver.execution_level,
-        l => l,
-    };
-    let scope = match attrs.sync_scope {
-        SyncScope::InheritFromParent => driver.sync_scope,
-        s => s,
-    };
+    let level = attrs.level_or(driver.execution_level);
+    let scope = attrs.scope_or(driver.sync_scope);
     Ok(Resolved {
         execution_level: level,
         sync_scope: scope,
@@ -180,14 +186,8 @@ pub fn resolve_device(driver: &Resolved, attrs: &ObjectAttributes) -> Result<Res
 /// A queue may pick Device scope when the device's own scope is None or Queue (it shares the
 /// device lock), and Queue scope under a Device-scope device.
 pub fn resolve_queue(device: &Resolved, attrs: &ObjectAttributes) -> Result<Resolved, NtStatus> {
-    let level = match attrs.execution_level {
-        ExecutionLevel::InheritFromParent => device.execution_level,
-        l => l,
-    };
-    let scope = match attrs.sync_scope {
-        SyncScope::InheritFromParent => device.sync_scope,
-        s => s,
-    };
+    let level = attrs.level_or(device.execution_level);
+    let scope = attrs.scope_or(device.sync_scope);
     let lock = match scope {
         SyncScope::Device => {
             if level != device.execution_level {
@@ -229,14 +229,8 @@ pub fn resolve_file_object(
             passive_callbacks: true,
         });
     };
-    let level = match attrs.execution_level {
-        ExecutionLevel::InheritFromParent => device.execution_level,
-        l => l,
-    };
-    let scope = match attrs.sync_scope {
-        SyncScope::InheritFromParent => device.sync_scope,
-        s => s,
-    };
+    let level = attrs.level_or(device.execution_level);
+    let scope = attrs.scope_or(device.sync_scope);
     let lock = match scope {
         SyncScope::Queue => return Err(NtStatus::INVALID_DEVICE_REQUEST),
         SyncScope::Device => {
