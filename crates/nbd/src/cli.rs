@@ -187,8 +187,16 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
     let driver = Driver::create(&kernel, ObjectAttributes::default())
         .map_err(|s| format!("creating the driver: {s}"))?;
     let config = args.ramdisk_config();
-    let disk = ramdisk::create(&driver, DEVICE_NAME, config.clone())
-        .map_err(|s| format!("creating the RAM disk: {s}"))?;
+    let disk = ramdisk::create(&driver, DEVICE_NAME, config.clone()).map_err(|s| {
+        let why = match config.size {
+            n if n > ramdisk::MAX_SIZE => {
+                format!(" (--size {n} is above the RAM disk's limit of 64 TiB)")
+            }
+            n if !n.is_multiple_of(512) => format!(" (--size {n} is not a multiple of 512)"),
+            _ => String::new(),
+        };
+        format!("creating the RAM disk: {s}{why}")
+    })?;
     let description = format!(
         "wdfkit RAM disk (sync scope {}, execution level {})",
         config.sync_scope, config.execution_level

@@ -236,5 +236,15 @@ fn bad_arguments_fail_with_a_message() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("RAM disk"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("STATUS_INVALID_PARAMETER"), "{err}");
+    assert!(err.contains("not a multiple of 512"), "{err}");
+    // A size above the RAM disk's limit (64 TiB).
+    let out = Command::new(BIN)
+        .args(["--unix", &sock(dir.path()), "--size", "65T"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limit of 64 TiB"), "{err}");
 }

@@ -14,7 +14,7 @@
 //!
 //! **Memory.** Storage is split into 64 KiB chunks ([`CHUNK_SIZE`]), allocated on the first
 //! write that touches them. Untouched chunks cost nothing and read as zeros, so a 64 GiB disk
-//! fits on a small machine. Trim frees the chunks a range covers entirely. A chunk written
+//! fits on a small machine (the largest disk is [`MAX_SIZE`], 64 TiB). Trim frees the chunks a range covers entirely. A chunk written
 //! full of zeros stays allocated.
 //!
 //! **Backing file.** With [`RamdiskConfig::backing_file`] the disk loads the file's non-zero
@@ -27,9 +27,9 @@
 //!
 //! # Sync scope and execution level
 //!
-//! **The storage protects itself, whatever the scope.** It has a spin lock around the chunk map
-//! and one per chunk, each held for a lookup or a copy of at most 64 KiB (see the storage
-//! module). Reads and writes of different chunks run in parallel, and every lock is legal
+//! **The storage protects itself, whatever the scope.** It has a spin lock per chunk, held
+//! for a copy of at most 64 KiB; chunks are found in a two-level table without a lock (see
+//! the storage module). Reads and writes of different chunks run in parallel, and every lock is legal
 //! at DISPATCH_LEVEL. So the I/O queue is parallel, and the default configuration is scope
 //! None at the KMDF default level: Dispatch, which here means a callback runs at whatever
 //! level the sender had. [`RamdiskConfig::sync_scope`] and
@@ -68,7 +68,7 @@ pub use ioctl::{
     IOCTL_DISK_GET_LENGTH_INFO, IOCTL_DISK_IS_WRITABLE, IOCTL_RAMDISK_QUERY_ALLOCATED,
     IOCTL_RAMDISK_QUERY_RANGES, IOCTL_RAMDISK_TRIM, IOCTL_RAMDISK_WRITE_ZEROES, RangeInput,
 };
-pub use storage::{CHUNK_SIZE, Extent};
+pub use storage::{CHUNK_SIZE, Extent, MAX_SIZE};
 
 use storage::Storage;
 
@@ -78,8 +78,8 @@ pub const SECTOR_SIZE: u32 = 512;
 /// How to create a RAM disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RamdiskConfig {
-    /// Size in bytes: a multiple of 512 greater than 0. With a backing file, 0 means the
-    /// file's length.
+    /// Size in bytes: a multiple of 512, greater than 0, at most [`MAX_SIZE`] (otherwise
+    /// `STATUS_INVALID_PARAMETER`). With a backing file, 0 means the file's length.
     pub size: u64,
     /// Load from this file at creation; flushes write to it. Created if missing (unless
     /// read-only); extended (sparsely) if shorter than `size`; longer is refused.

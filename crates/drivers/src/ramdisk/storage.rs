@@ -1,30 +1,38 @@
-//! The RAM disk's storage: sparse fixed-size chunks, each behind its own spin lock, optionally
-//! backed by a file.
+//! The RAM disk's storage: sparse fixed-size chunks, each in its own slot behind its own spin
+//! lock, optionally backed by a file.
 //!
 //! * A chunk ([`CHUNK_SIZE`] bytes) is allocated on the first write that touches it; reads of
 //!   a missing chunk return zeros. Trim frees whole chunks.
-//! * Two kinds of lock, never nested: the **map lock** (an `nt` spin lock) protects the chunk
-//!   map and is held only to look chunks up, insert or remove them. Each **chunk lock** (also
-//!   a spin lock) protects the chunk's bytes and dirty flag. It is held for one copy of at
-//!   most 64 KiB, a few microseconds, well inside the DISPATCH_LEVEL budget. Allocation and
-//!   freeing happen outside both.
+//! * Chunks are found by index in a two-level table, like a page table: a directory sized to
+//!   the disk, and leaves of slots, each leaf allocated on the first write into its range
+//!   (`LEAF_MIN_SLOTS` slots of about 80 bytes for every 32 MiB written into, or more
+//!   for very large disks so that the directory stays at most `DIRECTORY_MAX` entries).
+//!   A lookup is two array indexings: no map lock, no tree walk, no reference count, nothing
+//!   allocated per request. A leaf, once there, stays until the disk is dropped.
+//! * One kind of lock on the data path: each **slot lock** (an `nt` spin lock) protects the
+//!   chunk's bytes and its dirty flag. It is held for one copy of at most 64 KiB, a few
+//!   microseconds, well inside the DISPATCH_LEVEL budget. Allocation and freeing of chunks
+//!   happen outside it. With a backing file, a second spin lock protects the list of dirty
+//!   slots; it is never taken while a slot lock is held.
 //! * Everything except [`Storage::open`] and [`Storage::flush`] is callable at DISPATCH_LEVEL.
 //!   Those two do file I/O and must run at PASSIVE_LEVEL.
 //! * With a backing file, a flush writes every dirty chunk, and zeros for every chunk freed
-//!   since the last flush, then calls `sync_all`. A chunk's dirty flag is read and cleared
-//!   under the chunk lock together with the copy that gets written. So a write that lands
-//!   during a flush is either in that copy or marks the chunk dirty again: a later flush
-//!   writes it, and nothing is lost.
+//!   since the last flush, then calls `sync_all`. A slot's dirty flag is read and cleared
+//!   under the slot lock together with the copy that gets written, and a write that sets the
+//!   flag adds the slot to the dirty list after releasing the slot lock. So a write that
+//!   lands during a flush is either in that copy or marks the slot dirty again and lists it:
+//!   a later flush writes it, and nothing is lost. The cost of a flush follows what is dirty,
+//!   not the size of the disk.
 //!
 //! Callers validate ranges (see `super::check_range`): these functions assume
 //! `offset + len <= size`.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nt::NtStatus;
 use nt::sync::SpinLock;
@@ -32,39 +40,35 @@ use nt::sync::SpinLock;
 /// Bytes per chunk: the unit of allocation, trim and flush.
 pub const CHUNK_SIZE: u64 = 64 * 1024;
 
-/// One chunk's bytes.
-struct ChunkData {
-    bytes: Box<[u8]>,
-    /// Written since the last flush copied it (only tracked with a backing file).
+/// The largest disk: 64 TiB. Larger sizes are refused with `STATUS_INVALID_PARAMETER`, so
+/// that the chunk table's fixed part stays small (at most `DIRECTORY_MAX` directory entries,
+/// about 1.5 MiB, and leaves of at most 16384 slots).
+pub const MAX_SIZE: u64 = 64 << 40;
+
+/// Slots per leaf for disks up to `LEAF_MIN_SLOTS * DIRECTORY_MAX` chunks (2 TiB).
+const LEAF_MIN_SLOTS: u64 = 512;
+
+/// Directory entries at most; larger disks get larger leaves instead.
+const DIRECTORY_MAX: u64 = 65536;
+
+/// One chunk's slot.
+///
+/// `bytes` is the chunk, or `None` if it is not allocated. `dirty` (only tracked with a
+/// backing file) means the file is out of date for this chunk: it holds bytes written since
+/// the last flush, or, with `bytes == None`, the chunk was freed and the file may still hold
+/// its old data.
+struct Slot {
+    bytes: Option<Box<[u8]>>,
     dirty: bool,
 }
 
-struct Chunk {
-    data: SpinLock<ChunkData>,
-}
-
-impl Chunk {
-    fn new(bytes: Box<[u8]>, dirty: bool) -> Arc<Chunk> {
-        Arc::new(Chunk {
-            data: SpinLock::named("ramdisk chunk", ChunkData { bytes, dirty }),
-        })
-    }
-
-    fn zeroed() -> Arc<Chunk> {
-        Chunk::new(vec![0; CHUNK_SIZE as usize].into_boxed_slice(), false)
-    }
-}
-
-#[derive(Default)]
-struct ChunkMap {
-    chunks: BTreeMap<u64, Arc<Chunk>>,
-    /// Chunks freed since the last flush that the backing file may still hold data for.
-    discarded: BTreeSet<u64>,
-}
+type Leaf = Box<[SpinLock<Slot>]>;
 
 struct Backing {
     file: File,
     path: PathBuf,
+    /// Slots whose dirty flag went from clear to set since the last flush took the list.
+    dirty: SpinLock<Vec<u64>>,
 }
 
 /// A run of chunks that are all allocated or all not, clipped to a queried range.
@@ -83,7 +87,11 @@ pub struct Extent {
 pub(crate) struct Storage {
     size: u64,
     read_only: bool,
-    map: SpinLock<ChunkMap>,
+    /// Slots per leaf.
+    leaf_slots: u64,
+    directory: Box<[OnceLock<Leaf>]>,
+    /// Allocated chunks.
+    allocated: AtomicU64,
     backing: Option<Backing>,
 }
 
@@ -113,44 +121,26 @@ fn io_status(e: &std::io::Error) -> NtStatus {
     }
 }
 
-/// The chunks a request touches, sorted by index.
-struct Present(Vec<(u64, Arc<Chunk>)>);
-
-impl Present {
-    fn get(&self, index: &u64) -> Option<&Arc<Chunk>> {
-        self.0.iter().find(|(i, _)| i == index).map(|(_, c)| c)
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn insert(&mut self, index: u64, chunk: Arc<Chunk>) {
-        let pos = self.0.partition_point(|(i, _)| *i < index);
-        self.0.insert(pos, (index, chunk));
-    }
+fn zeroed_chunk() -> Box<[u8]> {
+    vec![0; CHUNK_SIZE as usize].into_boxed_slice()
 }
 
 impl Storage {
-    /// A storage of `size` bytes (a multiple of 512 greater than 0). With a backing file, it
-    /// is opened (created if missing and not read-only) and its non-zero chunks are loaded;
-    /// `size` 0 means "the file's length". A file longer than a non-zero `size`, or a length
-    /// that is not a multiple of 512: `STATUS_INVALID_PARAMETER`. PASSIVE_LEVEL.
+    /// A storage of `size` bytes (a multiple of 512, greater than 0, at most [`MAX_SIZE`]).
+    /// With a backing file, it is opened (created if missing and not read-only) and its
+    /// non-zero chunks are loaded; `size` 0 means "the file's length". A file longer than a
+    /// non-zero `size`, or a bad size: `STATUS_INVALID_PARAMETER`. PASSIVE_LEVEL.
     pub(crate) fn open(
         size: u64,
         backing: Option<&Path>,
         read_only: bool,
     ) -> Result<Storage, NtStatus> {
+        let valid = |size: u64| size != 0 && size.is_multiple_of(512) && size <= MAX_SIZE;
         let Some(path) = backing else {
-            if size == 0 || !size.is_multiple_of(512) {
+            if !valid(size) {
                 return Err(NtStatus::INVALID_PARAMETER);
             }
-            return Ok(Storage {
-                size,
-                read_only,
-                map: SpinLock::named("ramdisk chunk map", ChunkMap::default()),
-                backing: None,
-            });
+            return Ok(Storage::empty(size, read_only, None));
         };
         let file = if read_only {
             File::open(path)
@@ -165,24 +155,68 @@ impl Storage {
         .map_err(|e| io_status(&e))?;
         let file_len = file.metadata().map_err(|e| io_status(&e))?.len();
         let size = if size == 0 { file_len } else { size };
-        if size == 0 || !size.is_multiple_of(512) || file_len > size {
+        if !valid(size) || file_len > size {
             return Err(NtStatus::INVALID_PARAMETER);
         }
         if file_len < size && !read_only {
             // Extending leaves a hole: it costs no disk space.
             file.set_len(size).map_err(|e| io_status(&e))?;
         }
-        let storage = Storage {
-            size,
-            read_only,
-            map: SpinLock::named("ramdisk chunk map", ChunkMap::default()),
-            backing: Some(Backing {
-                file,
-                path: path.to_owned(),
-            }),
+        let backing = Backing {
+            file,
+            path: path.to_owned(),
+            dirty: SpinLock::named("ramdisk dirty list", Vec::new()),
         };
+        let storage = Storage::empty(size, read_only, Some(backing));
         storage.load(file_len.min(size))?;
         Ok(storage)
+    }
+
+    fn empty(size: u64, read_only: bool, backing: Option<Backing>) -> Storage {
+        let chunks = size.div_ceil(CHUNK_SIZE);
+        let leaf_slots = LEAF_MIN_SLOTS.max(chunks.div_ceil(DIRECTORY_MAX));
+        let directory = (0..chunks.div_ceil(leaf_slots))
+            .map(|_| OnceLock::new())
+            .collect();
+        Storage {
+            size,
+            read_only,
+            leaf_slots,
+            directory,
+            allocated: AtomicU64::new(0),
+            backing,
+        }
+    }
+
+    /// The slot of chunk `index`, if its leaf exists.
+    fn slot(&self, index: u64) -> Option<&SpinLock<Slot>> {
+        let leaf = self.directory[(index / self.leaf_slots) as usize].get()?;
+        Some(&leaf[(index % self.leaf_slots) as usize])
+    }
+
+    /// The slot of chunk `index`, creating its leaf if needed.
+    fn slot_or_create(&self, index: u64) -> &SpinLock<Slot> {
+        let leaf = self.directory[(index / self.leaf_slots) as usize].get_or_init(|| {
+            (0..self.leaf_slots)
+                .map(|_| {
+                    SpinLock::named(
+                        "ramdisk chunk",
+                        Slot {
+                            bytes: None,
+                            dirty: false,
+                        },
+                    )
+                })
+                .collect()
+        });
+        &leaf[(index % self.leaf_slots) as usize]
+    }
+
+    /// Records that slot `index`'s dirty flag was just set. Called with no slot lock held.
+    fn listed_dirty(&self, index: u64) {
+        if let Some(b) = &self.backing {
+            b.dirty.lock().push(index);
+        }
     }
 
     /// Loads the non-zero chunks of the first `len` bytes of the backing file.
@@ -190,8 +224,7 @@ impl Storage {
         let Some(b) = &self.backing else {
             return Ok(());
         };
-        let mut loaded = BTreeMap::new();
-        let mut buf = vec![0u8; CHUNK_SIZE as usize];
+        let mut buf = zeroed_chunk();
         let mut at = 0u64;
         while at < len {
             let n = (len - at).min(CHUNK_SIZE) as usize;
@@ -200,14 +233,11 @@ impl Storage {
                 .read_exact_at(&mut buf[..n], at)
                 .map_err(|e| io_status(&e))?;
             if buf.iter().any(|&x| x != 0) {
-                loaded.insert(
-                    at / CHUNK_SIZE,
-                    Chunk::new(buf.clone().into_boxed_slice(), false),
-                );
+                self.slot_or_create(at / CHUNK_SIZE).lock().bytes = Some(buf.clone());
+                self.allocated.fetch_add(1, Ordering::Relaxed);
             }
             at += CHUNK_SIZE;
         }
-        self.map.lock().chunks = loaded;
         Ok(())
     }
 
@@ -226,27 +256,15 @@ impl Storage {
         self.backing.as_ref().map(|b| b.path.as_path())
     }
 
-    /// The allocated chunks among `first..=last`, in index order, looked up under one hold of
-    /// the map lock. A plain vector: a request touches one or two chunks almost always, and
-    /// building a map per request cost a quarter of a random write.
-    fn present(&self, first: u64, last: u64) -> Present {
-        let map = self.map.lock();
-        let mut v = Vec::with_capacity((last - first + 1).min(8) as usize);
-        v.extend(map.chunks.range(first..=last).map(|(&i, c)| (i, c.clone())));
-        Present(v)
-    }
-
     /// Copies `out.len()` bytes at `offset` into `out`; missing chunks read as zeros.
     pub(crate) fn read(&self, offset: u64, out: &mut [u8]) {
-        if out.is_empty() {
-            return;
-        }
-        let last = (offset + out.len() as u64 - 1) / CHUNK_SIZE;
-        let present = self.present(offset / CHUNK_SIZE, last);
         for (index, within, n, at) in pieces(offset, out.len()) {
             let dst = &mut out[at..at + n];
-            match present.get(&index) {
-                Some(c) => dst.copy_from_slice(&c.data.lock().bytes[within..within + n]),
+            match self.slot(index) {
+                Some(slot) => match &slot.lock().bytes {
+                    Some(bytes) => dst.copy_from_slice(&bytes[within..within + n]),
+                    None => dst.fill(0),
+                },
                 None => dst.fill(0),
             }
         }
@@ -254,154 +272,121 @@ impl Storage {
 
     /// Copies `data` to `offset`, allocating the chunks it touches for the first time.
     pub(crate) fn write(&self, offset: u64, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        let first = offset / CHUNK_SIZE;
-        let last = (offset + data.len() as u64 - 1) / CHUNK_SIZE;
-        let mut present = self.present(first, last);
-        if present.len() as u64 != last - first + 1 {
-            // Allocate outside the lock, then insert; a chunk another writer inserted
-            // meanwhile wins, and ours is dropped (outside the lock too).
-            let fresh: Vec<(u64, Arc<Chunk>)> = (first..=last)
-                .filter(|i| present.get(i).is_none())
-                .map(|i| (i, Chunk::zeroed()))
-                .collect();
-            let mut unused = Vec::new();
-            {
-                let mut guard = self.map.lock();
-                let map = &mut *guard;
-                for (i, c) in fresh {
-                    let slot = map.chunks.entry(i).or_insert_with(|| c.clone());
-                    if Arc::ptr_eq(slot, &c) {
-                        map.discarded.remove(&i);
-                    } else {
-                        unused.push(c);
-                    }
-                    present.insert(i, slot.clone());
-                }
-            }
-            drop(unused);
-        }
         let track = self.backing.is_some();
         for (index, within, n, at) in pieces(offset, data.len()) {
-            if let Some(c) = present.get(&index) {
-                let mut d = c.data.lock();
-                d.bytes[within..within + n].copy_from_slice(&data[at..at + n]);
-                d.dirty |= track;
+            let slot = self.slot_or_create(index);
+            let src = &data[at..at + n];
+            let mut fresh = None;
+            let newly_dirty = loop {
+                let mut s = slot.lock();
+                if s.bytes.is_none() {
+                    match fresh.take() {
+                        Some(chunk) => {
+                            s.bytes = Some(chunk);
+                            self.allocated.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => {
+                            // Allocate outside the lock; if another writer allocates
+                            // meanwhile, theirs wins and ours is dropped below.
+                            drop(s);
+                            fresh = Some(zeroed_chunk());
+                            continue;
+                        }
+                    }
+                }
+                if let Some(bytes) = &mut s.bytes {
+                    bytes[within..within + n].copy_from_slice(src);
+                }
+                let newly = track && !s.dirty;
+                s.dirty |= track;
+                break newly;
+            };
+            drop(fresh);
+            if newly_dirty {
+                self.listed_dirty(index);
             }
         }
     }
 
     /// Makes `[offset, offset + len)` read as zeros. With `free`, chunks the range covers
     /// entirely are freed (trim); otherwise allocated chunks stay allocated and are zero-filled
-    /// (write-zeroes). Partially covered chunks are zero-filled either way.
+    /// (write-zeroes). Partially covered chunks are zero-filled either way. The cost follows
+    /// the leaves the range touches, not its length.
     pub(crate) fn zero(&self, offset: u64, len: u64, free: bool) {
         if len == 0 {
             return;
         }
-        let first = offset / CHUNK_SIZE;
-        let last = (offset + len - 1) / CHUNK_SIZE;
-        let track = self.backing.is_some();
-        let mut freed = Vec::new();
-        let present = {
-            let mut map = self.map.lock();
-            if free {
-                // Whole chunks: from the first boundary at or after `offset` to the last one
-                // at or before the end.
-                let whole_first = offset.div_ceil(CHUNK_SIZE);
-                let end = offset + len;
-                let whole_end = if end == self.size {
-                    // The last chunk may be short: covering the end of the disk covers it.
-                    end.div_ceil(CHUNK_SIZE)
-                } else {
-                    end / CHUNK_SIZE
-                };
-                if whole_first < whole_end {
-                    let doomed: Vec<u64> = map
-                        .chunks
-                        .range(whole_first..whole_end)
-                        .map(|(&i, _)| i)
-                        .collect();
-                    for i in doomed {
-                        if let Some(c) = map.chunks.remove(&i) {
-                            freed.push(c);
-                        }
-                        if track {
-                            map.discarded.insert(i);
-                        }
-                    }
-                }
-            }
-            map.chunks
-                .range(first..=last)
-                .map(|(&i, c)| (i, c.clone()))
-                .collect::<BTreeMap<_, _>>()
-        };
-        drop(freed);
-        // Only allocated chunks need zero-filling: the cost follows memory, not the range.
         let end = offset + len;
-        for (index, c) in present {
-            let start = index * CHUNK_SIZE;
-            let (from, to) = (offset.max(start), end.min(start + CHUNK_SIZE));
-            if from < to {
-                let mut d = c.data.lock();
-                d.bytes[(from - start) as usize..(to - start) as usize].fill(0);
-                d.dirty |= track;
+        let track = self.backing.is_some();
+        let mut index = offset / CHUNK_SIZE;
+        let last = (end - 1) / CHUNK_SIZE;
+        while index <= last {
+            let Some(slot) = self.slot(index) else {
+                // No leaf: nothing allocated up to the next leaf.
+                index = (index / self.leaf_slots + 1) * self.leaf_slots;
+                continue;
+            };
+            let (start, chunk_len) = self.chunk_span(index);
+            let (from, to) = (offset.max(start), end.min(start + chunk_len as u64));
+            let whole = from == start && to == start + chunk_len as u64;
+            let mut freed = None;
+            let newly_dirty = {
+                let mut s = slot.lock();
+                if s.bytes.is_none() {
+                    false
+                } else {
+                    if free && whole {
+                        freed = s.bytes.take();
+                        self.allocated.fetch_sub(1, Ordering::Relaxed);
+                    } else if let Some(bytes) = &mut s.bytes {
+                        bytes[(from - start) as usize..(to - start) as usize].fill(0);
+                    }
+                    let newly = track && !s.dirty;
+                    s.dirty |= track;
+                    newly
+                }
+            };
+            drop(freed);
+            if newly_dirty {
+                self.listed_dirty(index);
             }
+            index += 1;
         }
     }
 
     /// Bytes held by allocated chunks.
     pub(crate) fn allocated_bytes(&self) -> u64 {
-        self.map.lock().chunks.len() as u64 * CHUNK_SIZE
+        self.allocated.load(Ordering::Relaxed) * CHUNK_SIZE
     }
 
     /// Allocation of `[offset, offset + len)` as alternating extents, at most `max` of them,
     /// covering a prefix of the range (all of it if `max` suffices). The scan stops once `max`
-    /// extents are final, so its cost follows `max`, not the size of the range.
+    /// extents are final, so its cost follows `max` and the leaves the range touches.
     pub(crate) fn extents(&self, offset: u64, len: u64, max: usize) -> Vec<Extent> {
         let mut out: Vec<Extent> = Vec::new();
         if len == 0 || max == 0 {
             return out;
         }
         let end = offset + len;
-        let push = |out: &mut Vec<Extent>, from: u64, to: u64, allocated: bool| {
-            let (from, to) = (from.max(offset), to.min(end));
-            if from >= to {
-                return;
-            }
+        let mut index = offset / CHUNK_SIZE;
+        let last = (end - 1) / CHUNK_SIZE;
+        while index <= last && out.len() <= max {
+            // The first `max` extents can no longer change once there is one more.
+            let (allocated, next) = match self.slot(index) {
+                None => (false, (index / self.leaf_slots + 1) * self.leaf_slots),
+                Some(slot) => (slot.lock().bytes.is_some(), index + 1),
+            };
+            let from = (index * CHUNK_SIZE).max(offset);
+            let to = next.saturating_mul(CHUNK_SIZE).min(end);
             match out.last_mut() {
-                Some(e) if e.allocated == allocated && e.offset + e.length == from => {
-                    e.length += to - from;
-                }
+                Some(e) if e.allocated == allocated => e.length += to - from,
                 _ => out.push(Extent {
                     offset: from,
                     length: to - from,
                     allocated,
                 }),
             }
-        };
-        let first = offset / CHUNK_SIZE;
-        let last = (end - 1) / CHUNK_SIZE;
-        let mut at = first * CHUNK_SIZE;
-        let mut complete = true;
-        {
-            let map = self.map.lock();
-            for &i in map.chunks.range(first..=last).map(|(i, _)| i) {
-                let start = i * CHUNK_SIZE;
-                push(&mut out, at, start, false);
-                push(&mut out, start, start + CHUNK_SIZE, true);
-                at = start + CHUNK_SIZE;
-                // The first `max` extents can no longer change once there is one more.
-                if out.len() > max {
-                    complete = false;
-                    break;
-                }
-            }
-        }
-        if complete {
-            push(&mut out, at, end, false);
+            index = next;
         }
         out.truncate(max);
         out
@@ -416,52 +401,46 @@ impl Storage {
         if self.read_only {
             return Ok(());
         }
-        let (chunks, discarded) = {
-            let mut map = self.map.lock();
-            let discarded = std::mem::take(&mut map.discarded);
-            let chunks: Vec<(u64, Arc<Chunk>)> =
-                map.chunks.iter().map(|(&i, c)| (i, c.clone())).collect();
-            (chunks, discarded)
-        };
-        let zeros = vec![0u8; CHUNK_SIZE as usize];
+        let mut listed = std::mem::take(&mut *b.dirty.lock());
+        listed.sort_unstable();
+        let mut copy = zeroed_chunk();
         let mut result = Ok(());
-        let mut failed_discards = Vec::new();
-        for &i in &discarded {
-            let (at, n) = self.chunk_span(i);
-            if let Err(e) = b.file.write_all_at(&zeros[..n], at) {
-                result = Err(io_status(&e));
-                failed_discards.push(i);
-            }
-        }
-        let mut copy = vec![0u8; CHUNK_SIZE as usize];
-        for (i, c) in chunks {
+        let mut failed = Vec::new();
+        for index in listed {
+            let Some(slot) = self.slot(index) else {
+                continue;
+            };
             {
-                let mut d = c.data.lock();
-                if !d.dirty {
+                let mut s = slot.lock();
+                if !s.dirty {
                     continue;
                 }
-                copy.copy_from_slice(&d.bytes);
-                d.dirty = false;
+                match &s.bytes {
+                    Some(bytes) => copy.copy_from_slice(bytes),
+                    None => copy.fill(0),
+                }
+                s.dirty = false;
             }
-            let (at, n) = self.chunk_span(i);
+            let (at, n) = self.chunk_span(index);
             if let Err(e) = b.file.write_all_at(&copy[..n], at) {
                 result = Err(io_status(&e));
-                c.data.lock().dirty = true;
-            }
-        }
-        if !failed_discards.is_empty() {
-            let mut map = self.map.lock();
-            for i in failed_discards {
-                if !map.chunks.contains_key(&i) {
-                    map.discarded.insert(i);
+                let mut s = slot.lock();
+                let newly = !s.dirty;
+                s.dirty = true;
+                drop(s);
+                if newly {
+                    failed.push(index);
                 }
             }
+        }
+        if !failed.is_empty() {
+            b.dirty.lock().extend(failed);
         }
         result?;
         b.file.sync_all().map_err(|e| io_status(&e))
     }
 
-    /// Where chunk `i` lives in the file: (offset, length), the last chunk possibly short.
+    /// Where chunk `i` lives: (offset, length), the last chunk possibly short.
     fn chunk_span(&self, i: u64) -> (u64, usize) {
         let at = i * CHUNK_SIZE;
         (at, self.size.saturating_sub(at).min(CHUNK_SIZE) as usize)
@@ -563,5 +542,106 @@ mod tests {
     fn bad_sizes_are_refused() {
         assert!(Storage::open(0, None, false).is_err());
         assert!(Storage::open(513, None, false).is_err());
+        assert_eq!(
+            Storage::open(MAX_SIZE + 512, None, false).err(),
+            Some(NtStatus::INVALID_PARAMETER)
+        );
+        assert!(Storage::open(MAX_SIZE, None, false).is_ok());
+    }
+
+    #[test]
+    fn the_table_stays_small_for_large_disks() {
+        // 64 GiB: 1 Mi chunks in leaves of the minimum size.
+        let s = mem(64 << 30);
+        assert_eq!(s.leaf_slots, LEAF_MIN_SLOTS);
+        assert_eq!(s.directory.len(), (1 << 20) / LEAF_MIN_SLOTS as usize);
+        // The largest disk: the directory is capped, the leaves grow instead.
+        let s = mem(MAX_SIZE);
+        assert_eq!(s.directory.len() as u64, DIRECTORY_MAX);
+        assert_eq!(s.leaf_slots, (MAX_SIZE / CHUNK_SIZE) / DIRECTORY_MAX);
+        // Nothing written: no leaf exists, and a write creates exactly one.
+        assert!(s.directory.iter().all(|l| l.get().is_none()));
+        s.write(MAX_SIZE - 512, &[5; 512]);
+        assert_eq!(s.directory.iter().filter(|l| l.get().is_some()).count(), 1);
+        let mut b = [0u8; 1024];
+        s.read(MAX_SIZE - 1024, &mut b);
+        assert!(b[..512].iter().all(|&x| x == 0) && b[512..].iter().all(|&x| x == 5));
+    }
+
+    #[test]
+    fn writes_across_a_leaf_boundary_land_in_both_leaves() {
+        let s = mem(4 * LEAF_MIN_SLOTS * CHUNK_SIZE);
+        let boundary = LEAF_MIN_SLOTS * CHUNK_SIZE;
+        let data: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
+        s.write(boundary - 2048, &data);
+        assert_eq!(s.directory.iter().filter(|l| l.get().is_some()).count(), 2);
+        let mut back = vec![0u8; 4096];
+        s.read(boundary - 2048, &mut back);
+        assert_eq!(back, data);
+        assert_eq!(s.allocated_bytes(), 2 * CHUNK_SIZE);
+        // Extents skip the leaves that do not exist and merge across the one that does.
+        let e = s.extents(0, 4 * boundary, 16);
+        let got: Vec<_> = e
+            .iter()
+            .map(|e| (e.offset, e.length, e.allocated))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, boundary - CHUNK_SIZE, false),
+                (boundary - CHUNK_SIZE, 2 * CHUNK_SIZE, true),
+                (boundary + CHUNK_SIZE, 3 * boundary - CHUNK_SIZE, false),
+            ]
+        );
+        // Trimming the whole disk frees both chunks and walks only the two leaves.
+        s.zero(0, 4 * boundary, true);
+        assert_eq!(s.allocated_bytes(), 0);
+        s.read(boundary - 2048, &mut back);
+        assert!(back.iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn flush_writes_dirty_chunks_and_zeros_for_freed_ones() {
+        let dir = std::env::temp_dir().join(format!("wdfkit-storage-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("disk.img");
+        let _ = std::fs::remove_file(&path);
+        let s = Storage::open(4 * CHUNK_SIZE, Some(&path), false).unwrap();
+        s.write(0, &[1; 512]);
+        s.write(2 * CHUNK_SIZE, &[2; 512]);
+        // Listed once per chunk, however many writes dirty it.
+        s.write(512, &[1; 512]);
+        assert_eq!(s.backing.as_ref().unwrap().dirty.lock().len(), 2);
+        s.flush().unwrap();
+        assert!(s.backing.as_ref().unwrap().dirty.lock().is_empty());
+        let file = std::fs::read(&path).unwrap();
+        assert!(file[..1024].iter().all(|&x| x == 1));
+        assert!(
+            file[2 * CHUNK_SIZE as usize..][..512]
+                .iter()
+                .all(|&x| x == 2)
+        );
+        // Trim chunk 2: the next flush zeroes it in the file; an unchanged chunk 0 is not
+        // rewritten (its bytes in the file are overwritten here to show that).
+        s.zero(2 * CHUNK_SIZE, CHUNK_SIZE, true);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at(&[9; 512], 1024)
+            .unwrap();
+        s.flush().unwrap();
+        let file = std::fs::read(&path).unwrap();
+        assert!(
+            file[2 * CHUNK_SIZE as usize..][..512]
+                .iter()
+                .all(|&x| x == 0)
+        );
+        assert!(file[1024..1536].iter().all(|&x| x == 9));
+        drop(s);
+        // Reopening loads exactly what the file holds.
+        let s = Storage::open(0, Some(&path), false).unwrap();
+        assert_eq!(s.allocated_bytes(), CHUNK_SIZE);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
