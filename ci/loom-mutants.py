@@ -13,9 +13,9 @@ PATH = os.path.join(ROOT, "crates", "wdf", "tests", "loom_protocols.rs")
 
 MUTANTS = [
  ("callback_lock_admits_one_holder","relaxed acquire/release",
-  [(".compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)",".compare_exchange_weak(false, true, Ordering::Relaxed, Ordering::Relaxed)"),
-   (".compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)",".compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)"),
-   ("self.locked.store(false, Ordering::Release);","self.locked.store(false, Ordering::Relaxed);")]),
+  [(".compare_exchange_weak(0, mine, Ordering::Acquire, Ordering::Relaxed)",".compare_exchange_weak(0, mine, Ordering::Relaxed, Ordering::Relaxed)"),
+   (".compare_exchange(0, me << 8, Ordering::Acquire, Ordering::Relaxed)",".compare_exchange(0, me << 8, Ordering::Relaxed, Ordering::Relaxed)"),
+   ("self.word.store(0, Ordering::Release);","self.word.store(0, Ordering::Relaxed);")]),
  ("request_completed_exactly_once_under_complete_cancel_purge","cancel_pending: find and remove under two lock holds",
   [("""            let Some(pos) = st.pending.iter().position(|r| r.id == id) else {
                 return;

@@ -81,6 +81,37 @@ fn spin_lock_acquired_above_dispatch_reports_spin_lock_above_dispatch() {
     drop(device);
 }
 
+/// The IRQL to restore travels with the owner (it is part of the lock word): waiters that
+/// arrived at different levels each get their own back, however the handoffs interleave.
+#[test]
+fn contending_owners_each_get_their_own_irql_back() {
+    verifier_record();
+    let lock = Arc::new(RawSpinLock::new("shared"));
+    let start = Arc::new(Barrier::new(3));
+    let threads: Vec<_> = [Irql::Passive, Irql::Apc, Irql::Dispatch]
+        .into_iter()
+        .map(|level| {
+            let (lock, start) = (lock.clone(), start.clone());
+            std::thread::spawn(move || {
+                let _at = (level > Irql::Passive).then(|| irql::raise(level));
+                start.wait();
+                for _ in 0..20_000 {
+                    lock.acquire();
+                    assert_eq!(irql::current(), Irql::Dispatch);
+                    assert!(lock.is_owned_by_current_thread());
+                    lock.release();
+                    assert_eq!(irql::current(), level);
+                    assert!(!lock.is_owned_by_current_thread());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(verifier::counts().is_empty(), "{:?}", verifier::recent());
+}
+
 #[test]
 fn recursive_spin_lock_acquire_is_a_fatal_report_and_unwinds_to_passive() {
     verifier::reset();

@@ -48,83 +48,77 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 
 // ================================================================================================
 // nt::sync::raw::RawSpinLock (crates/nt/src/sync/raw.rs: `RawLock for RawSpinLock`,
-// `Ownership::{is_mine, check_recursion, acquired, releasing}`). The IRQL raise/restore and the
-// hold-time statistics are left out; `thread::current_id()` is passed in as `me` (ids are
-// non-zero and unique per thread, as `nt::thread::current_id` hands them out).
+// `acquire_contended`, `spin_word`). The IRQL raise/restore and the hold-time statistics are
+// left out (the saved IRQL is the word's low byte, fixed at 0 here); `thread::current_id()` is
+// passed in as `me` (ids are non-zero and unique per thread, as `nt::thread::current_id` hands
+// them out).
 // ================================================================================================
 
 struct RawSpinLock {
-    locked: AtomicBool,
-    /// `Ownership::owner`.
-    owner: AtomicU64,
+    /// `RawSpinLock::word`: 0 when free, `me << 8 | previous IRQL` when held.
+    word: AtomicU64,
 }
 
 impl RawSpinLock {
     fn new() -> Self {
         RawSpinLock {
-            locked: AtomicBool::new(false),
-            owner: AtomicU64::new(0),
+            word: AtomicU64::new(0),
         }
     }
 
-    /// `Ownership::is_mine`.
+    /// `RawLock::is_owned_by_current_thread`.
     fn is_mine(&self, me: u64) -> bool {
-        self.owner.load(Ordering::Relaxed) == me
+        self.word.load(Ordering::Relaxed) >> 8 == me
     }
 
-    /// `RawSpinLock::acquire`.
+    fn is_free(&self) -> bool {
+        self.word.load(Ordering::Relaxed) == 0
+    }
+
+    /// `RawSpinLock::acquire` and `acquire_contended`.
     fn acquire(&self, me: u64) {
-        // `check_recursion`: a recursive acquire is a fatal report.
-        assert!(!self.is_mine(me), "recursive acquire");
-        if self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
+        let mine = me << 8;
+        if let Err(seen) =
+            self.word
+                .compare_exchange_weak(0, mine, Ordering::Acquire, Ordering::Relaxed)
         {
+            // A recursive acquire is a fatal report.
+            assert_ne!(seen >> 8, me, "recursive acquire");
             loop {
-                // The real code waits with `while self.locked.load(Relaxed) { backoff.snooze() }`.
-                // Loom lets a relaxed load return the stale `true` forever (a real processor sees
-                // the release in bounded time), which makes that wait an infinite model; the
-                // wait only decides when to retry the compare-exchange, never whether the lock
-                // is taken, so the model reads once and yields before each retry.
-                if self.locked.load(Ordering::Relaxed) {
-                    thread::yield_now(); // `Backoff::snooze`
+                // The real code waits with `while self.word.load(Relaxed) != 0 { pause or
+                // yield }`. Loom lets a relaxed load return a stale value forever (a real
+                // processor sees the release in bounded time), which makes that wait an
+                // infinite model; the wait only decides when to retry the compare-exchange,
+                // never whether the lock is taken, so the model reads once and yields before
+                // each retry.
+                if !self.is_free() {
+                    thread::yield_now();
                 }
                 if self
-                    .locked
-                    .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .word
+                    .compare_exchange_weak(0, mine, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     break;
                 }
             }
         }
-        // `Ownership::acquired`.
-        self.owner.store(me, Ordering::Relaxed);
     }
 
     /// `RawSpinLock::try_acquire`.
     fn try_acquire(&self, me: u64) -> bool {
-        if self
-            .locked
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        self.word
+            .compare_exchange(0, me << 8, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
-        {
-            self.owner.store(me, Ordering::Relaxed);
-            true
-        } else {
-            false
-        }
     }
 
     /// `RawSpinLock::release`: refused (reported, `false`) when `me` is not the owner.
     fn release(&self, me: u64) -> bool {
-        // `Ownership::releasing`.
-        if !self.is_mine(me) {
+        let word = self.word.load(Ordering::Relaxed);
+        if word >> 8 != me {
             return false;
         }
-        self.owner.store(0, Ordering::Relaxed);
-        self.locked.store(false, Ordering::Release);
+        self.word.store(0, Ordering::Release);
         true
     }
 }
@@ -193,7 +187,7 @@ fn lock_model(acquirers: &[u64], try_acquirers: &[u64], main_tries: bool) {
     let written = data.with(|d| unsafe { *d });
     assert_eq!(written, took.load(Ordering::Relaxed));
     assert!(written >= acquirers.len(), "every acquire gets the lock");
-    assert!(!lock.locked.load(Ordering::Relaxed));
+    assert!(lock.is_free());
 }
 
 // ================================================================================================

@@ -11,10 +11,9 @@
 //! deadlock, with or without the verifier.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crossbeam_utils::Backoff;
 use parking_lot::lock_api::{RawMutex as _, RawMutexTimed as _};
 
 use crate::irql::{self, Irql};
@@ -56,10 +55,10 @@ pub struct LockStats {
     pub total_hold: Duration,
 }
 
-/// Owner and timing bookkeeping shared by both flavours.
+/// Hold-time and contention counters, written only while the verifier is on (so they cost
+/// nothing, and stay out of the lock word's way, when it is off).
 #[derive(Default)]
-struct Ownership {
-    owner: AtomicU64,
+struct HoldStats {
     /// Acquisition time on the verifier clock plus one, so that 0 can mean "not timed".
     acquired_at_ns: AtomicU64,
     acquisitions: AtomicU64,
@@ -68,10 +67,9 @@ struct Ownership {
     total_hold_ns: AtomicU64,
 }
 
-impl Ownership {
+impl HoldStats {
     const fn new() -> Self {
-        Ownership {
-            owner: AtomicU64::new(0),
+        HoldStats {
             acquired_at_ns: AtomicU64::new(0),
             acquisitions: AtomicU64::new(0),
             contended: AtomicU64::new(0),
@@ -80,32 +78,8 @@ impl Ownership {
         }
     }
 
-    #[inline]
-    fn is_mine(&self) -> bool {
-        self.owner.load(Ordering::Relaxed) == thread::current_id()
-    }
-
-    /// Call before waiting: a recursive acquire is fatal.
-    #[inline]
-    fn check_recursion(&self, name: &'static str) {
-        if self.is_mine() {
-            verifier::report(
-                &rules::RECURSIVE_LOCK_ACQUIRE,
-                format_args!("{name} is already owned by this thread"),
-            );
-        }
-    }
-
-    #[inline]
-    fn acquired(&self, name: &'static str, addr: usize, contended: bool) {
-        self.owner.store(thread::current_id(), Ordering::Relaxed);
-        if verifier::enabled() {
-            self.acquired_slow(name, addr, contended);
-        }
-    }
-
     #[cold]
-    fn acquired_slow(&self, name: &'static str, addr: usize, contended: bool) {
+    fn acquired(&self, name: &'static str, addr: usize, contended: bool) {
         self.acquired_at_ns
             .store(verifier::now_ns().saturating_add(1), Ordering::Relaxed);
         self.acquisitions.fetch_add(1, Ordering::Relaxed);
@@ -115,34 +89,8 @@ impl Ownership {
         thread::note_acquired(name, addr);
     }
 
-    /// Returns false (after reporting) when the caller is not the owner.
-    #[inline]
-    fn releasing(&self, name: &'static str, addr: usize) -> bool {
-        if !self.is_mine() {
-            let owner = self.owner.load(Ordering::Relaxed);
-            verifier::report(
-                &rules::RELEASE_BY_NON_OWNER,
-                format_args!(
-                    "{name} released by thread {} while {}",
-                    thread::current_id(),
-                    if owner == 0 {
-                        "not held".to_string()
-                    } else {
-                        format!("owned by thread {owner}")
-                    }
-                ),
-            );
-            return false;
-        }
-        if verifier::enabled() {
-            self.releasing_slow(addr);
-        }
-        self.owner.store(0, Ordering::Relaxed);
-        true
-    }
-
     #[cold]
-    fn releasing_slow(&self, addr: usize) {
+    fn releasing(&self, addr: usize) {
         let at = self.acquired_at_ns.swap(0, Ordering::Relaxed);
         if at != 0 {
             let held = verifier::now_ns().saturating_sub(at - 1);
@@ -162,12 +110,94 @@ impl Ownership {
     }
 }
 
+/// Reports a release by a thread that does not own the lock (`owner` 0: not held).
+#[cold]
+fn report_foreign_release(name: &'static str, owner: u64) {
+    verifier::report(
+        &rules::RELEASE_BY_NON_OWNER,
+        format_args!(
+            "{name} released by thread {} while {}",
+            thread::current_id(),
+            if owner == 0 {
+                "not held".to_string()
+            } else {
+                format!("owned by thread {owner}")
+            }
+        ),
+    );
+}
+
+/// Reports an acquire by the lock's owner.
+#[cold]
+fn report_recursion(name: &'static str, what: &str) {
+    verifier::report(
+        &rules::RECURSIVE_LOCK_ACQUIRE,
+        format_args!("{name} {what}"),
+    );
+}
+
+/// The passive mutex's owner (the spin lock keeps its owner in its lock word) and statistics.
+#[derive(Default)]
+struct Ownership {
+    owner: AtomicU64,
+    stats: HoldStats,
+}
+
+impl Ownership {
+    const fn new() -> Self {
+        Ownership {
+            owner: AtomicU64::new(0),
+            stats: HoldStats::new(),
+        }
+    }
+
+    #[inline]
+    fn is_mine(&self) -> bool {
+        self.owner.load(Ordering::Relaxed) == thread::current_id()
+    }
+
+    /// Call before waiting: a recursive acquire is fatal.
+    #[inline]
+    fn check_recursion(&self, name: &'static str) {
+        if self.is_mine() {
+            report_recursion(name, "is already owned by this thread");
+        }
+    }
+
+    #[inline]
+    fn acquired(&self, name: &'static str, addr: usize, contended: bool) {
+        self.owner.store(thread::current_id(), Ordering::Relaxed);
+        if verifier::enabled() {
+            self.stats.acquired(name, addr, contended);
+        }
+    }
+
+    /// Returns false (after reporting) when the caller is not the owner.
+    #[inline]
+    fn releasing(&self, name: &'static str, addr: usize) -> bool {
+        if !self.is_mine() {
+            report_foreign_release(name, self.owner.load(Ordering::Relaxed));
+            return false;
+        }
+        if verifier::enabled() {
+            self.stats.releasing(addr);
+        }
+        self.owner.store(0, Ordering::Relaxed);
+        true
+    }
+
+    fn stats(&self) -> LockStats {
+        self.stats.stats()
+    }
+}
+
 /// A spin lock: acquiring raises to DISPATCH_LEVEL and spins; releasing restores the IRQL the
 /// acquirer had (saved in the lock, as NT does).
 ///
-/// The wait is a bounded spin followed by yielding the processor (crossbeam's `Backoff`): on a
-/// small VM whose vCPUs can be preempted, a pure spin can burn a whole time slice waiting for a
-/// holder that is not running.
+/// The lock state (owner and saved IRQL) is one word, so taking and releasing the lock each
+/// write one cache line once. The wait is a bounded spin followed by yielding the processor:
+/// on a small VM whose vCPUs can be preempted, a pure spin can burn a whole time slice waiting
+/// for a holder that is not running.
 ///
 /// Equivalent to: `KSPIN_LOCK` with `KeAcquireSpinLock`/`KeReleaseSpinLock`; `WDFSPINLOCK`.
 ///
@@ -182,19 +212,35 @@ impl Ownership {
 /// assert_eq!(irql::current(), Irql::Passive);
 /// ```
 pub struct RawSpinLock {
-    locked: AtomicBool,
-    previous_irql: AtomicU8,
-    own: Ownership,
+    /// The whole lock state in one word, so that an acquire and a release each write one
+    /// cache line once: 0 when free, otherwise the owner's thread id shifted left by 8, or'ed
+    /// with the IRQL the owner had before acquiring (restored by the release).
+    word: AtomicU64,
+    stats: HoldStats,
     name: &'static str,
+}
+
+/// How many times a spin-lock waiter looks at a held lock, one processor pause apart, before
+/// it starts yielding the processor between looks: a few tens of microseconds, far longer
+/// than a callback should hold a spin lock, short enough that a waiter whose holder was
+/// preempted (a vCPU of a small VM) does not burn its time slice. Looking on every pause
+/// instead of backing off exponentially lets the waiter take a lock released after a short
+/// hold at once: measured with `wdfkit bench --scaling` (Device scope, 2 clients), this
+/// took throughput from 0.76-0.86x of one client to 0.85-0.90x.
+const SPIN_CHECKS: u32 = 1000;
+
+/// The lock word of a spin lock held by thread `id` that was at `previous` before.
+#[inline]
+fn spin_word(id: u64, previous: Irql) -> u64 {
+    (id << 8) | u64::from(previous.level())
 }
 
 impl RawSpinLock {
     /// A new, free spin lock named `name` (the name appears in verifier reports).
     pub const fn new(name: &'static str) -> Self {
         RawSpinLock {
-            locked: AtomicBool::new(false),
-            previous_irql: AtomicU8::new(0),
-            own: Ownership::new(),
+            word: AtomicU64::new(0),
+            stats: HoldStats::new(),
             name,
         }
     }
@@ -216,6 +262,41 @@ impl RawSpinLock {
     fn addr(&self) -> usize {
         self as *const Self as usize
     }
+
+    #[inline]
+    fn owner(&self) -> u64 {
+        self.word.load(Ordering::Relaxed) >> 8
+    }
+
+    /// Waits for the lock after a failed first attempt that saw `seen`: a spin on a plain
+    /// load (no writes to the line while it is held) that looks at the word on every pause,
+    /// for up to [`SPIN_CHECKS`] looks, then yields the processor between looks.
+    #[cold]
+    fn acquire_contended(&self, me: u64, mine: u64, seen: u64) {
+        if seen >> 8 == me {
+            // Fatal: leave the thread at the IRQL it called at.
+            irql::set_raw(Irql::from_level((mine & 0xff) as u8));
+            report_recursion(self.name, "is already owned by this thread");
+        }
+        let mut checks = 0u32;
+        loop {
+            while self.word.load(Ordering::Relaxed) != 0 {
+                if checks < SPIN_CHECKS {
+                    checks += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            if self
+                .word
+                .compare_exchange_weak(0, mine, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
 }
 
 impl Default for RawSpinLock {
@@ -224,56 +305,48 @@ impl Default for RawSpinLock {
     }
 }
 
-// SAFETY: `locked` is taken with an acquire compare-exchange and cleared with a release store
-// only by the owner (`Ownership::releasing` refuses non-owners), which gives mutual exclusion.
+// SAFETY: the lock word is set from 0 to a non-zero value with an acquire compare-exchange and
+// cleared with a release store only by the thread whose id it holds (`release` refuses other
+// threads), which gives mutual exclusion.
 unsafe impl RawLock for RawSpinLock {
     #[inline]
     fn acquire(&self) {
-        self.own.check_recursion(self.name);
+        let me = thread::current_id();
         let previous = self.raise();
+        let mine = spin_word(me, previous);
         let mut contended = false;
-        if self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
+        if let Err(seen) =
+            self.word
+                .compare_exchange_weak(0, mine, Ordering::Acquire, Ordering::Relaxed)
         {
             contended = true;
-            let backoff = Backoff::new();
-            loop {
-                while self.locked.load(Ordering::Relaxed) {
-                    backoff.snooze();
-                }
-                if self
-                    .locked
-                    .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    break;
-                }
-            }
+            self.acquire_contended(me, mine, seen);
         }
-        self.previous_irql
-            .store(previous.level(), Ordering::Relaxed);
-        self.own.acquired(self.name, self.addr(), contended);
+        if verifier::enabled() {
+            self.stats.acquired(self.name, self.addr(), contended);
+        }
     }
 
     #[inline]
     fn try_acquire(&self) -> bool {
-        if self.own.is_mine() {
-            verifier::report(
-                &rules::RECURSIVE_LOCK_ACQUIRE,
-                format_args!("{} try-acquired by its owner", self.name),
-            );
+        let me = thread::current_id();
+        if self.owner() == me {
+            report_recursion(self.name, "try-acquired by its owner");
         }
         let previous = self.raise();
         if self
-            .locked
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .word
+            .compare_exchange(
+                0,
+                spin_word(me, previous),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
             .is_ok()
         {
-            self.previous_irql
-                .store(previous.level(), Ordering::Relaxed);
-            self.own.acquired(self.name, self.addr(), false);
+            if verifier::enabled() {
+                self.stats.acquired(self.name, self.addr(), false);
+            }
             true
         } else {
             irql::set_raw(previous);
@@ -283,17 +356,21 @@ unsafe impl RawLock for RawSpinLock {
 
     #[inline]
     fn release(&self) {
-        if !self.own.releasing(self.name, self.addr()) {
+        let word = self.word.load(Ordering::Relaxed);
+        if word >> 8 != thread::current_id() {
+            report_foreign_release(self.name, word >> 8);
             return;
         }
-        let previous = Irql::from_level(self.previous_irql.load(Ordering::Relaxed));
-        self.locked.store(false, Ordering::Release);
-        irql::set_raw(previous);
+        if verifier::enabled() {
+            self.stats.releasing(self.addr());
+        }
+        self.word.store(0, Ordering::Release);
+        irql::set_raw(Irql::from_level((word & 0xff) as u8));
     }
 
     #[inline]
     fn is_owned_by_current_thread(&self) -> bool {
-        self.own.is_mine()
+        self.owner() == thread::current_id()
     }
 
     fn name(&self) -> &'static str {
@@ -301,7 +378,7 @@ unsafe impl RawLock for RawSpinLock {
     }
 
     fn stats(&self) -> LockStats {
-        self.own.stats()
+        self.stats.stats()
     }
 }
 
@@ -309,7 +386,7 @@ impl fmt::Debug for RawSpinLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RawSpinLock")
             .field("name", &self.name)
-            .field("locked", &self.locked.load(Ordering::Relaxed))
+            .field("locked", &(self.word.load(Ordering::Relaxed) != 0))
             .finish()
     }
 }
