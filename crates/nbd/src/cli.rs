@@ -171,7 +171,8 @@ impl ServeArgs {
 
 /// Runs `wdfkit serve-nbd`: creates the RAM disk, prints where it listens, serves until
 /// SIGINT or SIGTERM, then shuts down cleanly (in-flight requests answered, backing file
-/// flushed). Exit code 0 on a clean shutdown, 1 on a setup error or a failed final flush.
+/// flushed). Exit code 0 on a clean shutdown, 1 on a setup error, a failed final flush, or
+/// requests the device never completed ([`crate::server::ServerStats::abandoned`]).
 pub fn run(args: ServeArgs) -> ExitCode {
     match serve(&args) {
         Ok(code) => code,
@@ -280,9 +281,16 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
         io.deferred_irql + io.deferred_lock,
         stats.final_flush
     );
+    if stats.abandoned > 0 {
+        eprintln!(
+            "wdfkit serve-nbd: {} requests were still not complete after cancellation; their \
+             clients got no reply",
+            stats.abandoned
+        );
+    }
     drop(stopper);
     disk.device().delete();
-    Ok(if stats.final_flush.is_success() {
+    Ok(if stats.final_flush.is_success() && stats.abandoned == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

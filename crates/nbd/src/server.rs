@@ -29,7 +29,12 @@
 //! Shutdown: stop accepting (the accept loop is woken by a connection to itself), shut the
 //! read side of every connection (blocked reads return end-of-file), let each connection finish
 //! its in-flight requests and send their replies, close the handles, then flush the device
-//! (the RAM disk writes its backing file).
+//! (the RAM disk writes its backing file). Every wait is bounded by
+//! [`ServerOptions::shutdown_grace`]: requests the device has not completed by then are
+//! cancelled (their clients get an error reply), requests still held after a second grace
+//! period are abandoned and counted ([`ServerStats::abandoned`]), and the sockets of
+//! connections still open are closed. A driver that never completes a request therefore
+//! delays the shutdown, but cannot hang it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -39,11 +44,11 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use nt::NtStatus;
@@ -65,6 +70,8 @@ const DIRECT_WRITE: usize = 64 << 10;
 pub const FLUSH_EVERY: usize = 4;
 /// The default [`ServerOptions::shutdown_grace`].
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often a connection waiting for its in-flight requests looks at the shutdown flag.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// Connections beyond this many are closed at once.
 pub const MAX_CONNECTIONS: usize = 256;
 
@@ -112,8 +119,10 @@ pub struct ServerOptions {
     /// thread, which costs 16-25 µs on the 2-vCPU build machine. Zero disables it. Costs up to
     /// this much CPU per idle period (BENCHMARKS.md, "NBD").
     pub spin: Duration,
-    /// On shutdown, how long connections get to answer their in-flight requests before their
-    /// sockets are closed (a client that stopped reading would otherwise hold the server).
+    /// On shutdown, the device gets this long to complete what is in flight; then it is
+    /// cancelled, and after as long again abandoned ([`ServerStats::abandoned`]). After those
+    /// two periods the sockets of connections still open are closed (a client that stopped
+    /// reading would otherwise hold the server). The final flush is also given this long.
     pub shutdown_grace: Duration,
 }
 
@@ -206,6 +215,7 @@ struct Counters {
     requests: AtomicU64,
     refused: AtomicU64,
     pending: AtomicU64,
+    abandoned: AtomicU64,
 }
 
 /// What [`Server::run`] reports when it returns.
@@ -219,7 +229,12 @@ pub struct ServerStats {
     pub refused: u64,
     /// Requests that did not complete inside `submit` (finished by a completer thread).
     pub pending: u64,
-    /// Status of the final flush of the device.
+    /// Requests the device still had not completed when shutdown gave up on them: after the
+    /// grace period they were cancelled, and after a second grace period abandoned (their
+    /// clients got no reply). 0 unless the driver holds requests and ignores cancellation.
+    pub abandoned: u64,
+    /// Status of the final flush of the device (`STATUS_TIMEOUT` if the device did not
+    /// complete it within the grace period).
     pub final_flush: NtStatus,
 }
 
@@ -440,9 +455,10 @@ impl Server {
             }
         }
         // Connections finish their in-flight requests and leave. One whose client stopped
-        // reading can be stuck writing a reply: after a grace period its socket is closed.
-        let deadline = std::time::Instant::now() + self.ctx.options.shutdown_grace;
-        while threads.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < deadline {
+        // reading can be stuck writing a reply: its socket is closed once the connections have
+        // had their two grace periods (the device's, then the cancelled requests').
+        let deadline = Instant::now() + 2 * self.ctx.options.shutdown_grace;
+        while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
         }
         for s in shared.registry.lock().streams.values() {
@@ -453,7 +469,16 @@ impl Server {
         }
         let final_flush = match self.ctx.io.open(&self.ctx.device) {
             Ok(h) => {
-                let s = h.submit(IoOp::Flush).wait().status;
+                let s = match h
+                    .submit(IoOp::Flush)
+                    .wait_timeout(self.ctx.options.shutdown_grace)
+                {
+                    Ok(c) => c.status,
+                    Err(pending) => {
+                        pending.cancel();
+                        NtStatus::TIMEOUT
+                    }
+                };
                 h.close();
                 s
             }
@@ -468,6 +493,7 @@ impl Server {
             requests: c.requests.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
             pending: c.pending.load(Ordering::Relaxed),
+            abandoned: c.abandoned.load(Ordering::Relaxed),
             final_flush,
         }
     }
@@ -497,7 +523,7 @@ fn spin_for_input(reader: &mut BufReader<Stream>, limit: Duration) {
     if reader.get_ref().set_nonblocking(true).is_err() {
         return;
     }
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     loop {
         match reader.fill_buf() {
             Ok(_) => break,
@@ -668,6 +694,9 @@ struct Conn {
     inflight: Mutex<usize>,
     drained: Condvar,
     tx: Sender<Msg>,
+    /// The requests that did not complete inside `submit`, so that shutdown can cancel them
+    /// (a task lives while its request is pending: the request's waker holds it).
+    tasks: Mutex<Vec<Weak<Task>>>,
 }
 
 impl Conn {
@@ -683,11 +712,55 @@ impl Conn {
         }
     }
 
-    fn wait_drained(&self) {
-        let mut n = self.inflight.lock();
-        while *n > 0 {
-            self.drained.wait(&mut n);
+    /// Remembers a pending request's task for [`Conn::cancel_in_flight`].
+    fn track(&self, task: &Arc<Task>) {
+        let mut tasks = self.tasks.lock();
+        if tasks.len() >= 64 {
+            tasks.retain(|t| t.strong_count() > 0);
         }
+        tasks.push(Arc::downgrade(task));
+    }
+
+    /// Cancels every request still pending on the device (`IoCancelIrp`): a driver that
+    /// made it cancelable, or still has it queued, completes it with `STATUS_CANCELLED`.
+    fn cancel_in_flight(&self) {
+        let tasks: Vec<Arc<Task>> = self.tasks.lock().iter().filter_map(Weak::upgrade).collect();
+        for task in tasks {
+            let canceller = task.slot.lock().as_mut().map(|f| f.pending().canceller());
+            if let Some(c) = canceller {
+                c.cancel();
+            }
+        }
+    }
+
+    /// Waits until no request is in flight. While the server is not shutting down that wait
+    /// has no limit (the driver decides how long a request takes). Once it is, the wait lasts
+    /// at most `grace`; then the requests still in flight are cancelled and given one more
+    /// `grace`. Returns how many were still in flight after that: they are abandoned, so that
+    /// a driver that holds requests forever cannot hang the shutdown.
+    fn wait_drained(&self, stop: &AtomicBool, grace: Duration) -> usize {
+        let mut n = self.inflight.lock();
+        let mut deadline: Option<Instant> = None;
+        let mut cancelled = false;
+        while *n > 0 {
+            self.drained.wait_for(&mut n, DRAIN_POLL);
+            if *n == 0 || !stop.load(Ordering::Acquire) {
+                continue;
+            }
+            let now = Instant::now();
+            if now < *deadline.get_or_insert(now + grace) {
+                continue;
+            }
+            if cancelled {
+                return *n;
+            }
+            drop(n);
+            self.cancel_in_flight();
+            n = self.inflight.lock();
+            cancelled = true;
+            deadline = Some(Instant::now() + grace);
+        }
+        0
     }
 
     /// Polls a pending request until it is finished or waiting; writes its reply when done.
@@ -767,6 +840,7 @@ fn transmission(
         inflight: Mutex::new(0),
         drained: Condvar::new(),
         tx,
+        tasks: Mutex::new(Vec::new()),
     });
     let c2 = conn.clone();
     let Ok(completer_thread) = thread::Builder::new()
@@ -850,13 +924,17 @@ fn transmission(
                     slot: Mutex::new(None),
                     tx: conn.tx.clone(),
                 });
+                conn.track(&task);
                 conn.drive(task, f);
             }
             Outcome::Disconnect => break,
         }
     }
-    // Answer everything still in flight, then close.
-    conn.wait_drained();
+    // Answer everything still in flight (within limits while shutting down), then close.
+    let abandoned = conn.wait_drained(&ctx.shared.stop, ctx.options.shutdown_grace);
+    counters
+        .abandoned
+        .fetch_add(abandoned as u64, Ordering::Relaxed);
     conn.out.lock().flush();
     let _ = conn.tx.send(Msg::Stop);
     let _ = completer_thread.join();
