@@ -5,7 +5,7 @@
 //! serialized queue never races the queue's callbacks; an object parented to a Queue-scope queue
 //! serializes with that queue only.
 
-mod support4;
+mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak, mpsc};
@@ -18,7 +18,7 @@ use wdf::{
     SyncScope, Timer, TimerConfig, WorkItem, WorkItemConfig,
 };
 
-use support4::*;
+use common::*;
 
 const SPIN: Duration = Duration::from_micros(20);
 /// Pause between enqueues of a DPC or work item under load (the load threads keep busy).
@@ -57,7 +57,7 @@ fn read_load(handle: &nt::io::Handle, threads: usize, done: impl Fn() -> bool + 
             s.spawn(|| {
                 while !done() {
                     assert!(Instant::now() < deadline, "load did not finish in time");
-                    let c = wait(handle.submit(read_op(8)));
+                    let c = wait(handle.submit(read_op(0, 8)));
                     assert_eq!(c.status, NtStatus::SUCCESS);
                     // Leave the CPU to the DPC / timer / worker threads now and then.
                     std::thread::sleep(PACE);
@@ -334,7 +334,7 @@ fn queue_scope_object_serializes_with_its_queue_only() {
     assert!(meet_dpc.is_serialized());
     let h = kernel.io().open("as-queue-scope").unwrap();
     assert!(meet_dpc.enqueue());
-    let c = wait(h.submit(write_op(4)));
+    let c = wait(h.submit(write_op(0, vec![0x5a; 4])));
     assert_eq!(c.status, NtStatus::SUCCESS);
     let (serialized, holds_a, holds_b, dpc_met) =
         seen_rx.recv_timeout(TIMEOUT).expect("the DPC ran");

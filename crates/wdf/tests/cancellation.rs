@@ -2,7 +2,7 @@
 //! `mark_cancelable` / `mark_cancelable_ex`, `unmark`, `EvtIoCanceledOnQueue`,
 //! `is_canceled`, and the echo sample's timer-versus-cancel race.
 
-mod support4;
+mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -17,7 +17,7 @@ use wdf::{
     ScopeLocked, SyncScope, Timer, TimerConfig,
 };
 
-use support4::*;
+use common::*;
 
 const SPIN: Duration = Duration::from_micros(30);
 
@@ -93,7 +93,7 @@ fn cancel_routine_runs_under_queue_lock_and_completes_cancelled() {
             let h = &h;
             s.spawn(move || {
                 for _ in 0..PER_THREAD {
-                    let p = h.submit(read_op(8));
+                    let p = h.submit(read_op(0, 8));
                     assert!(!p.is_complete(), "the driver keeps the request");
                     p.cancel();
                     let c = wait(p);
@@ -139,7 +139,7 @@ fn mark_cancelable_ex_on_cancelled_request_returns_it() {
     let (_kernel, _dev, queue, h) = manual_queue("cancel-ex-already");
     let routine_ran = Arc::new(AtomicBool::new(false));
 
-    let p = h.submit(read_op(4));
+    let p = h.submit(read_op(0, 4));
     let req = queue.retrieve_next_request().unwrap();
     assert_eq!(req.id(), p.id());
     p.cancel();
@@ -227,7 +227,7 @@ fn mark_cancelable_on_cancelled_request_schedules_routine_after_callback() {
     let queue = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
 
     let h = kernel.io().open("cancel-nonex-already").unwrap();
-    let p = h.submit_at(read_op(4), Irql::Dispatch);
+    let p = h.submit_at(read_op(0, 4), Irql::Dispatch);
     assert_eq!(irql::current(), Irql::Passive);
     entered_rx
         .recv_timeout(TIMEOUT)
@@ -253,7 +253,7 @@ fn mark_cancelable_on_cancelled_request_schedules_routine_after_callback() {
 fn mark_cancelable_on_cancelled_request_outside_callback_runs_routine_at_once() {
     let (_kernel, _dev, queue, h) = manual_queue("cancel-nonex-outside");
     let ran = Arc::new(AtomicUsize::new(0));
-    let p = h.submit(read_op(4));
+    let p = h.submit(read_op(0, 4));
     let req = queue.retrieve_next_request().unwrap();
     p.cancel();
     let r = ran.clone();
@@ -275,7 +275,7 @@ fn mark_cancelable_on_cancelled_request_outside_callback_runs_routine_at_once() 
 fn unmark_after_cancel_returns_cancelled() {
     let (_kernel, _dev, queue, h) = manual_queue("cancel-unmark-late");
     let ran = Arc::new(AtomicUsize::new(0));
-    let p = h.submit(read_op(4));
+    let p = h.submit(read_op(0, 4));
     let req = queue.retrieve_next_request().unwrap();
     let r = ran.clone();
     let ticket = req
@@ -301,7 +301,7 @@ fn unmark_after_cancel_returns_cancelled() {
 fn unmark_before_cancel_returns_request() {
     let (_kernel, _dev, queue, h) = manual_queue("cancel-unmark-early");
     let ran = Arc::new(AtomicUsize::new(0));
-    let p = h.submit(read_op(4));
+    let p = h.submit(read_op(0, 4));
     let req = queue.retrieve_next_request().unwrap();
     let r = ran.clone();
     let ticket = req
@@ -349,8 +349,8 @@ fn canceled_on_queue_only_for_previously_presented_requests() {
         .unwrap();
     let h = kernel.io().open("cancel-on-queue").unwrap();
 
-    let presented = h.submit(read_op(4));
-    let never = h.submit(read_op(4));
+    let presented = h.submit(read_op(0, 4));
+    let never = h.submit(read_op(0, 4));
     let r = queue.retrieve_next_request().unwrap();
     assert_eq!(r.id(), presented.id());
     r.requeue().unwrap();
@@ -385,7 +385,7 @@ fn canceled_on_queue_only_for_previously_presented_requests() {
 #[test]
 fn is_canceled_reports_cancel_of_non_cancelable_driver_owned_request() {
     let (_kernel, _dev, queue, h) = manual_queue("cancel-is-canceled");
-    let p = h.submit(read_op(4));
+    let p = h.submit(read_op(0, 4));
     let req = queue.retrieve_next_request().unwrap();
     assert!(!req.is_canceled());
     p.cancel();
@@ -495,7 +495,7 @@ fn echo_race(name: &str, dispatch: DispatchType) -> (EchoOutcome, Arc<EchoCtx>, 
                     for _ in 0..WINDOW {
                         let len = 1 + rng.below(32) as usize;
                         let action = rng.below(3);
-                        window.push((h.submit(read_op(len)), len, action));
+                        window.push((h.submit(read_op(0, len)), len, action));
                     }
                     for (p, _, action) in &window {
                         match action {
@@ -612,8 +612,8 @@ fn echo_timer_and_cancel_complete_each_request_once_sequential() {
 #[test]
 fn mark_cancelable_during_purge_is_a_cancellation() {
     let (_kernel, _dev, queue, h) = manual_queue("cancel-during-purge");
-    let p1 = h.submit(read_op(4));
-    let p2 = h.submit(read_op(4));
+    let p1 = h.submit(read_op(0, 4));
+    let p2 = h.submit(read_op(0, 4));
     let r1 = queue.retrieve_next_request().unwrap();
     let r2 = queue.retrieve_next_request().unwrap();
     let (tx, rx) = mpsc::channel();

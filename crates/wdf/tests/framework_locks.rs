@@ -1,7 +1,7 @@
 //! Locks exposed to drivers (spec §7.2): `wdf::locks::WaitLock` (`WDFWAITLOCK`) and
 //! `wdf::locks::SpinLock` (`WDFSPINLOCK`).
 
-mod support4;
+mod common;
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use nt::NtStatus;
 use nt::irql::{self, Irql};
 use wdf::locks::{SpinLock, WaitLock};
 
-use support4::TIMEOUT;
+use common::TIMEOUT;
 
 /// Runs `f` while another thread holds `lock`.
 fn while_held_elsewhere<T: Send>(lock: &WaitLock<T>, f: impl FnOnce()) {

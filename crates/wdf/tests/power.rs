@@ -3,7 +3,7 @@
 //! queue without `EvtIoStop` waiting for its driver-owned requests, retrieval while powered
 //! down, and the PASSIVE_LEVEL requirement.
 
-mod support4;
+mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,7 +18,7 @@ use wdf::{
     StopNotice, SyncScope,
 };
 
-use support4::*;
+use common::*;
 
 /// How the driver answers `EvtIoStop`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,8 +117,8 @@ fn power_up(device: &Arc<Device>) -> Result<(), NtStatus> {
 #[test]
 fn io_stop_requeue_acknowledged_request_is_presented_again_after_power_up() {
     let f = power_fixture("pw-stop-requeue", Answer::Requeue);
-    let p1 = f.handle.submit(read_op(4));
-    let p2 = f.handle.submit(read_op(4));
+    let p1 = f.handle.submit(read_op(0, 4));
+    let p2 = f.handle.submit(read_op(0, 4));
     f.held.wait_for(2);
 
     power_down(&f.device).unwrap();
@@ -160,7 +160,7 @@ fn io_stop_requeue_acknowledged_request_is_presented_again_after_power_up() {
 #[test]
 fn io_stop_keep_acknowledged_request_gets_io_resume_after_power_up() {
     let f = power_fixture("pw-stop-keep", Answer::Keep);
-    let p = f.handle.submit(read_op(4));
+    let p = f.handle.submit(read_op(0, 4));
     f.held.wait_for(1);
 
     power_down(&f.device).unwrap();
@@ -196,7 +196,7 @@ fn no_requests_presented_while_powered_down() {
         "nothing was driver-owned"
     );
 
-    let pending: Vec<_> = (0..3).map(|_| f.handle.submit(read_op(4))).collect();
+    let pending: Vec<_> = (0..3).map(|_| f.handle.submit(read_op(0, 4))).collect();
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(f.queue.stats().presented, 0, "presented while powered down");
     assert_eq!(f.queue.status().queued, 3);
@@ -229,7 +229,7 @@ fn power_down_without_io_stop_waits_for_driver_owned_requests() {
         .unwrap();
     let handle = kernel.io().open("pw-no-io-stop").unwrap();
 
-    let p = handle.submit(read_op(4));
+    let p = handle.submit(read_op(0, 4));
     held.wait_for(1);
 
     let (tx, rx) = mpsc::channel();
@@ -268,7 +268,7 @@ fn retrieve_while_powered_down_is_wdf_paused() {
         .unwrap();
     let handle = kernel.io().open("pw-retrieve").unwrap();
 
-    let p = handle.submit(read_op(4));
+    let p = handle.submit(read_op(0, 4));
     power_down(&device).unwrap();
     assert_eq!(
         queue.retrieve_next_request().unwrap_err(),
@@ -299,7 +299,7 @@ fn power_down_at_dispatch_is_invalid_device_request() {
     assert_eq!(r, Err(NtStatus::INVALID_DEVICE_REQUEST));
 
     // Still fully working.
-    let p = f.handle.submit(read_op(4));
+    let p = f.handle.submit(read_op(0, 4));
     f.held.wait_for(1);
     f.held.pop().unwrap().complete(NtStatus::SUCCESS);
     assert_eq!(wait(p).status, NtStatus::SUCCESS);
@@ -312,11 +312,11 @@ fn power_down_at_dispatch_is_invalid_device_request() {
 fn device_removal_calls_io_stop_with_purge_action() {
     verifier_record();
     let f = power_fixture("pw-removal", Answer::Complete);
-    let p = f.handle.submit(read_op(4));
+    let p = f.handle.submit(read_op(0, 4));
     f.held.wait_for(1);
     let queued_behind = {
         // A second request stays driver-owned as well (parallel queue).
-        let q = f.handle.submit(read_op(4));
+        let q = f.handle.submit(read_op(0, 4));
         f.held.wait_for(2);
         q
     };
@@ -381,7 +381,7 @@ fn power_down_under_load_returns_only_when_driver_owns_nothing() {
             .map(|_| {
                 s.spawn(|| {
                     while !done.load(Ordering::SeqCst) {
-                        assert_eq!(wait(handle.submit(read_op(8))).status, NtStatus::SUCCESS);
+                        assert_eq!(wait(handle.submit(read_op(0, 8))).status, NtStatus::SUCCESS);
                     }
                 })
             })
@@ -473,7 +473,7 @@ fn io_stop_flags_cancelable_requests() {
         .unwrap();
     let handle = kernel.io().open("pw-cancelable").unwrap();
 
-    let p = handle.submit(read_op(4));
+    let p = handle.submit(read_op(0, 4));
     assert_eq!(presented.load(Ordering::SeqCst), 1);
     power_down(&device).unwrap();
     {

@@ -3,7 +3,7 @@
 //! outstanding callback, ready notification, requeue during a purge, forwarding to a queue that
 //! does not accept, and `Queue::status`.
 
-mod support4;
+mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -19,7 +19,7 @@ use wdf::{
     QueueStateCallback, QueueStatus, SyncScope,
 };
 
-use support4::*;
+use common::*;
 
 /// What a queue-state callback saw: whether it had a scope token, and whether the thread held
 /// the queue's callback lock.
@@ -104,14 +104,14 @@ fn stop_queues_arrivals_and_idle_callback_is_unserialized_start_presents() {
         );
         let (tx, rx) = mpsc::channel();
 
-        let first = f.handle.submit(read_op(4));
+        let first = f.handle.submit(read_op(0, 4));
         f.held.wait_for(1);
         f.queue.stop(Some(reporting_callback(&tx)));
         let st = f.queue.status();
         assert!(st.accepting && !st.dispatching, "{scope:?}: {st:?}");
         assert_eq!(st.driver_owned, 1);
 
-        let second = f.handle.submit(read_op(4));
+        let second = f.handle.submit(read_op(0, 4));
         assert!(!second.is_complete());
         assert_eq!(
             f.queue.status().queued,
@@ -156,9 +156,9 @@ fn stop_and_purge_cancels_queued_and_queues_later_arrivals() {
     let (tx, rx) = mpsc::channel();
     let routine = Arc::new(AtomicUsize::new(0));
 
-    let owned = f.handle.submit(read_op(4));
-    let a = f.handle.submit(read_op(4));
-    let b = f.handle.submit(read_op(4));
+    let owned = f.handle.submit(read_op(0, 4));
+    let a = f.handle.submit(read_op(0, 4));
+    let b = f.handle.submit(read_op(0, 4));
     let r = f.queue.retrieve_next_request().unwrap();
     assert_eq!(r.id(), owned.id());
     let rc = routine.clone();
@@ -188,7 +188,7 @@ fn stop_and_purge_cancels_queued_and_queues_later_arrivals() {
         }
     );
 
-    let later = f.handle.submit(read_op(4));
+    let later = f.handle.submit(read_op(0, 4));
     assert!(
         !later.is_complete(),
         "a later arrival is queued, not cancelled"
@@ -218,10 +218,10 @@ fn purge_rejects_cancels_and_awaits_then_serialized_callback() {
     let (tx, rx) = mpsc::channel();
     let routine_token = Arc::new(Mutex::new(None));
 
-    let cancelable = f.handle.submit(read_op(4));
-    let kept = f.handle.submit(read_op(4));
-    let q1 = f.handle.submit(read_op(4));
-    let q2 = f.handle.submit(read_op(4));
+    let cancelable = f.handle.submit(read_op(0, 4));
+    let kept = f.handle.submit(read_op(0, 4));
+    let q1 = f.handle.submit(read_op(0, 4));
+    let q2 = f.handle.submit(read_op(0, 4));
     let c = f.queue.retrieve_next_request().unwrap();
     let k = f.queue.retrieve_next_request().unwrap();
     assert_eq!((c.id(), k.id()), (cancelable.id(), kept.id()));
@@ -243,7 +243,7 @@ fn purge_rejects_cancels_and_awaits_then_serialized_callback() {
         "the cancel routine ran, serialized"
     );
 
-    let rejected = wait(f.handle.submit(read_op(4)));
+    let rejected = wait(f.handle.submit(read_op(0, 4)));
     assert_eq!(rejected.status, NtStatus::INVALID_DEVICE_STATE);
     let st = f.queue.status();
     assert!(!st.accepting, "{st:?}");
@@ -276,14 +276,14 @@ fn drain_presents_queued_rejects_arrivals_callback_after_all_done() {
         ObjectAttributes::scope(SyncScope::Queue),
     );
     let (tx, rx) = mpsc::channel();
-    let r1 = f.handle.submit(read_op(4));
-    let r2 = f.handle.submit(read_op(4));
-    let r3 = f.handle.submit(read_op(4));
+    let r1 = f.handle.submit(read_op(0, 4));
+    let r2 = f.handle.submit(read_op(0, 4));
+    let r3 = f.handle.submit(read_op(0, 4));
     f.held.wait_for(1);
     assert_eq!(f.queue.status().queued, 2);
 
     f.queue.drain(Some(reporting_callback(&tx)));
-    let rejected = wait(f.handle.submit(read_op(4)));
+    let rejected = wait(f.handle.submit(read_op(0, 4)));
     assert_eq!(rejected.status, NtStatus::INVALID_DEVICE_STATE);
 
     for (i, p) in [r1, r2, r3].into_iter().enumerate() {
@@ -324,7 +324,7 @@ fn forward_to_non_accepting_queue_is_wdf_busy_and_driver_keeps_request() {
     dest.purge(None);
     assert!(!dest.status().accepting);
 
-    let p = f.handle.submit(read_op(4));
+    let p = f.handle.submit(read_op(0, 4));
     f.held.wait_for(1);
     let req = f.held.pop().unwrap();
     let err = req.forward(&dest).expect_err("forward to a purged queue");
@@ -365,7 +365,7 @@ fn synchronous_variants_return_after_completion() {
             DispatchType::Sequential,
             ObjectAttributes::scope(SyncScope::Queue),
         );
-        let p = f.handle.submit(read_op(4));
+        let p = f.handle.submit(read_op(0, 4));
         f.held.wait_for(1);
         let completed = Arc::new(AtomicUsize::new(0));
         let (held, c) = (f.held.clone(), completed.clone());
@@ -441,7 +441,7 @@ fn synchronous_variant_inside_own_serialized_callback_is_refused() {
     let h = kernel.io().open("qs-sync-inside").unwrap();
     let c = within(
         "a read whose callback calls the synchronous variants",
-        move || wait(h.submit(read_op(4))),
+        move || wait(h.submit(read_op(0, 4))),
     );
     assert_eq!(c.status, NtStatus::SUCCESS);
     let results = results.lock().unwrap();
@@ -468,7 +468,7 @@ fn second_outstanding_stop_callback_is_fatal_queue_error() {
     );
     let (tx1, rx1) = mpsc::channel();
     let (tx2, rx2) = mpsc::channel();
-    let p = f.handle.submit(read_op(4));
+    let p = f.handle.submit(read_op(0, 4));
     f.held.wait_for(1);
 
     f.queue.stop(Some(reporting_callback(&tx1)));
@@ -496,7 +496,7 @@ fn second_outstanding_purge_callback_is_fatal_queue_error() {
     );
     let (tx1, rx1) = mpsc::channel();
     let (tx2, rx2) = mpsc::channel();
-    let p = f.handle.submit(read_op(4));
+    let p = f.handle.submit(read_op(0, 4));
     f.held.wait_for(1);
 
     f.queue.purge(Some(reporting_callback(&tx1)));
@@ -539,11 +539,11 @@ fn ready_notify_fires_on_empty_to_non_empty_edge_and_on_start() {
         "empty queue: no notification"
     );
 
-    let r1 = f.handle.submit(read_op(4));
+    let r1 = f.handle.submit(read_op(0, 4));
     eventually("notified on empty→non-empty", || {
         count.load(Ordering::SeqCst) == 1
     });
-    let r2 = f.handle.submit(read_op(4));
+    let r2 = f.handle.submit(read_op(0, 4));
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(
         count.load(Ordering::SeqCst),
@@ -563,13 +563,13 @@ fn ready_notify_fires_on_empty_to_non_empty_edge_and_on_start() {
         NtStatus::NO_MORE_ENTRIES
     );
 
-    let r3 = f.handle.submit(read_op(4));
+    let r3 = f.handle.submit(read_op(0, 4));
     eventually("notified again after the drain", || {
         count.load(Ordering::SeqCst) == 2
     });
 
     f.queue.stop(None);
-    let r4 = f.handle.submit(read_op(4));
+    let r4 = f.handle.submit(read_op(0, 4));
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(
         count.load(Ordering::SeqCst),
@@ -631,7 +631,7 @@ fn requeue_during_purge_cancels_request_and_returns_ok() {
         ObjectAttributes::scope(SyncScope::Queue),
     );
     let (tx, rx) = mpsc::channel();
-    let p = f.handle.submit(read_op(4));
+    let p = f.handle.submit(read_op(0, 4));
     let r = f.queue.retrieve_next_request().unwrap();
     f.queue.purge(Some(reporting_callback(&tx)));
     assert_no_event(&rx, "purge-complete while a request is driver-owned");
@@ -661,8 +661,8 @@ fn queue_status_reports_state_counts_and_power() {
     };
     assert_eq!(f.queue.status(), all_on);
 
-    let p1 = f.handle.submit(read_op(4));
-    let p2 = f.handle.submit(read_op(4));
+    let p1 = f.handle.submit(read_op(0, 4));
+    let p2 = f.handle.submit(read_op(0, 4));
     assert_eq!(f.queue.status().queued, 2);
     let r1 = f.queue.retrieve_next_request().unwrap();
     assert_eq!(
@@ -773,7 +773,7 @@ fn with_load(l: &Loaded, name: &str, clients: usize, allowed: &[NtStatus], body:
             .map(|_| {
                 s.spawn(|| {
                     while !done.load(Ordering::SeqCst) {
-                        let c = match h.submit(read_op(8)).wait_timeout(TIMEOUT) {
+                        let c = match h.submit(read_op(0, 8)).wait_timeout(TIMEOUT) {
                             Ok(c) => c,
                             Err(p) => panic!(
                                 "request {} stranded for {TIMEOUT:?}: status {:?}, stats {:?}, \
@@ -911,8 +911,8 @@ fn stop_and_purge_cancels_queued_requests_before_its_callback() {
         ObjectAttributes::default(),
     );
     f.queue.stop(None);
-    let a = f.handle.submit(read_op(4));
-    let b = f.handle.submit(read_op(4));
+    let a = f.handle.submit(read_op(0, 4));
+    let b = f.handle.submit(read_op(0, 4));
     assert_eq!(f.queue.status().queued, 2);
 
     let (tx, rx) = mpsc::channel();
@@ -941,7 +941,7 @@ fn stop_and_purge_cancels_queued_requests_before_its_callback() {
     );
 
     // Restarted: a new arrival is presented normally.
-    let c = f.handle.submit(read_op(4));
+    let c = f.handle.submit(read_op(0, 4));
     f.held.wait_for(1);
     complete_success(&f.held);
     assert_eq!(wait(c).status, NtStatus::SUCCESS);

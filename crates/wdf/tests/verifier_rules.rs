@@ -1,7 +1,7 @@
 //! The framework's verifier rules (spec §8), one test per rule, each named after it. Every test
 //! resets the (process-global) verifier and records; nextest runs each test in its own process.
 
-mod support4;
+mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ use wdf::{
     TimerConfig, WorkItem, WorkItemConfig,
 };
 
-use support4::*;
+use common::*;
 
 /// `WDF_LOCK_ORDER`: acquiring a device's callback lock while holding a queue's own lock goes
 /// against the order driver < device < queue and is reported; device then queue is fine.
@@ -86,7 +86,7 @@ fn wdf_callback_returned_holding_lock() {
     let _queue = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
     let h = kernel.io().open("vr-returned-holding").unwrap();
 
-    let p = h.submit(read_op(4));
+    let p = h.submit(read_op(0, 4));
     assert_eq!(
         *callback_thread.lock().unwrap(),
         Some(std::thread::current().id()),
@@ -139,7 +139,7 @@ fn wdf_callback_lock_released_by_driver() {
     });
     let queue = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
     let h = kernel.io().open("vr-released-a").unwrap();
-    let c = within("the read", move || wait(h.submit(read_op(4))));
+    let c = within("the read", move || wait(h.submit(read_op(0, 4))));
     assert_eq!(c.status, NtStatus::SUCCESS);
     assert_eq!(
         held.load(Ordering::SeqCst),
@@ -176,7 +176,7 @@ fn request_completed_while_marked_cancelable() {
     let h = kernel.io().open("vr-cancelable-complete").unwrap();
     let routine = Arc::new(AtomicUsize::new(0));
 
-    let p = h.submit(read_op(4));
+    let p = h.submit(read_op(0, 4));
     let req = queue.retrieve_next_request().unwrap();
     let r = routine.clone();
     let ticket = req
@@ -214,7 +214,7 @@ fn wdf_request_leaked() {
     cfg.io_read(move |_cx, req, _len| hl.push(req));
     let queue = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
     let h = kernel.io().open("vr-leaked").unwrap();
-    let p = h.submit(read_op(4));
+    let p = h.submit(read_op(0, 4));
     held.wait_for(1);
 
     dev.delete();

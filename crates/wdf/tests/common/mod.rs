@@ -1,12 +1,24 @@
 //! Helpers shared by the wdf integration tests. Each test binary uses only some of them.
 //!
-//! Every wait that a framework bug could turn into a hang has a timeout ([`TIMEOUT`]), so a
-//! broken build fails instead of hanging.
+//! This file holds the set-up (kernel, driver, device, verifier), the I/O operations, the
+//! bounded waits and the bug-check helpers; [`callbacks`] holds what driver callbacks under test
+//! use to count, meet, park, detect nesting and keep requests. Everything is re-exported here, so
+//! a test file needs only `use common::*;`.
+//!
+//! Every wait that a framework bug could turn into a hang is bounded ([`TIMEOUT`]): requests are
+//! awaited with `wait_timeout`, blocking framework calls run under [`within`], and callbacks that
+//! park wait on a [`Gate`] or a [`Rendezvous`] with a deadline. A broken framework therefore
+//! fails a test instead of hanging it.
 #![allow(dead_code)]
 
-use std::cell::Cell;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+pub mod callbacks;
+
+#[allow(unused_imports)] // each test binary uses only some of them, as with dead_code above
+pub use callbacks::*;
+
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use nt::io::{Handle, IoCompletion, IoOp, PendingIo};
@@ -17,9 +29,18 @@ use wdf::{Device, DeviceInit, Driver, ObjectAttributes};
 /// The longest any test waits for something that should happen promptly.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A small kernel: two simulated processors, two system workers.
+/// A small kernel on the real clock: two simulated processors, two system workers.
 pub fn kernel() -> Kernel {
     Kernel::builder().processors(2).workers(2).build()
+}
+
+/// A kernel whose timers run on `clock` (expiries happen inside `ManualClock::advance`).
+pub fn manual_kernel(clock: &Arc<ManualClock>, processors: usize, workers: usize) -> Kernel {
+    Kernel::builder()
+        .processors(processors)
+        .workers(workers)
+        .clock(clock.clone())
+        .build()
 }
 
 /// A driver with default attributes (Dispatch level, scope None).
@@ -51,12 +72,47 @@ pub fn wait(pending: PendingIo) -> IoCompletion {
     }
 }
 
-/// A read operation.
+/// Runs `f` on a helper thread and returns its result; fails the test if it does not return
+/// within [`TIMEOUT`] (a blocking framework call that hangs) and re-raises its panic.
+#[track_caller]
+pub fn within<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name(format!("within: {what}"))
+        .spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let _ = tx.send(r);
+        })
+        .expect("spawning a helper thread");
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(Ok(r)) => {
+            let _ = handle.join();
+            r
+        }
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("{what} did not return within {TIMEOUT:?}"),
+    }
+}
+
+/// Polls `cond` until it holds or [`TIMEOUT`] passes; for state that another thread changes
+/// after it has signalled (e.g. a counter updated after a completion). Sleeps briefly between
+/// polls, so it is for test threads only (not for callbacks at DISPATCH_LEVEL). Never a timing
+/// assertion: it only bounds how long a correct framework may take.
+#[track_caller]
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A read of `length` bytes at `offset`.
 pub fn read_op(offset: u64, length: usize) -> IoOp {
     IoOp::Read { offset, length }
 }
 
-/// A write operation.
+/// A write of `data` at `offset`.
 pub fn write_op(offset: u64, data: Vec<u8>) -> IoOp {
     IoOp::Write { offset, data }
 }
@@ -88,116 +144,31 @@ pub fn ioctl(h: &Handle, code: u32, input: Vec<u8>, output_length: usize) -> IoC
     wait(h.submit(ioctl_op(code, input, output_length)))
 }
 
-/// Counts callbacks running at once and remembers the most ever seen.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-impl InFlight {
-    /// A callback starts; it ends when the guard is dropped.
-    pub fn enter(&self) -> InFlightGuard<'_> {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-        InFlightGuard { of: self }
-    }
-
-    /// The most callbacks ever running at once.
-    pub fn max(&self) -> usize {
-        self.max.load(Ordering::SeqCst)
-    }
-
-    /// Callbacks running now.
-    pub fn now(&self) -> usize {
-        self.now.load(Ordering::SeqCst)
+/// The text of a panic payload.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else {
+        String::from("<non-string panic payload>")
     }
 }
 
-/// One running callback of an [`InFlight`] counter.
-#[derive(Debug)]
-pub struct InFlightGuard<'a> {
-    of: &'a InFlight,
-}
-
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        self.of.now.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Busy-waits for `d` (allowed at DISPATCH_LEVEL, unlike sleeping): an overlap opportunity.
-pub fn spin_for(d: Duration) {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        std::hint::spin_loop();
-    }
-}
-
-/// A one-shot meeting point for `parties` callbacks. Waiting spins and yields rather than
-/// blocking, so it is usable at DISPATCH_LEVEL; it gives up after a timeout so a framework that
-/// wrongly serializes the parties fails the test instead of hanging it.
-#[derive(Debug)]
-pub struct Rendezvous {
-    parties: usize,
-    arrived: AtomicUsize,
-}
-
-impl Rendezvous {
-    /// A meeting point for `parties` participants.
-    pub fn new(parties: usize) -> Self {
-        Rendezvous {
-            parties,
-            arrived: AtomicUsize::new(0),
+/// Runs `f`, which must panic with a bug check; returns the panic message.
+#[track_caller]
+pub fn expect_bug_check(f: impl FnOnce()) -> String {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(()) => panic!("expected a bug check, but the call returned"),
+        Err(p) => {
+            let msg = panic_message(p.as_ref());
+            assert!(
+                msg.contains("bug check"),
+                "expected a bug check, got panic: {msg}"
+            );
+            msg
         }
     }
-
-    /// Arrives, then waits until every party has arrived (`true`) or `timeout` passes (`false`).
-    pub fn meet(&self, timeout: Duration) -> bool {
-        self.arrived.fetch_add(1, Ordering::SeqCst);
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.arrived.load(Ordering::SeqCst) >= self.parties {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::yield_now();
-        }
-    }
-}
-
-/// How long a callback waits at a [`Rendezvous`] before declaring that its partner never came.
-/// Long enough for any scheduler, short enough that a serializing bug fails quickly.
-pub const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(5);
-
-thread_local! {
-    static INSIDE: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Marks the current thread as running inside a driver callback until dropped; lets another
-/// callback tell whether it was called nested on the same stack.
-#[derive(Debug)]
-pub struct InsideCallback(());
-
-impl InsideCallback {
-    /// Enters the marked region.
-    pub fn enter() -> Self {
-        INSIDE.with(|c| c.set(c.get() + 1));
-        InsideCallback(())
-    }
-}
-
-impl Drop for InsideCallback {
-    fn drop(&mut self) {
-        INSIDE.with(|c| c.set(c.get() - 1));
-    }
-}
-
-/// How many [`InsideCallback`] regions the current thread is in.
-pub fn inside_depth() -> usize {
-    INSIDE.with(Cell::get)
 }
 
 /// The current thread's name ("" if unnamed).
@@ -205,14 +176,28 @@ pub fn thread_name() -> String {
     std::thread::current().name().unwrap_or("").to_owned()
 }
 
-/// Polls `cond` until it holds or [`TIMEOUT`] passes; for state that another thread changes
-/// after it has signalled (e.g. a counter updated after a completion). Never a timing
-/// assertion: it only bounds how long a correct framework may take.
-#[track_caller]
-pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::yield_now();
+/// A tiny deterministic pseudo-random generator (xorshift), seeded per thread.
+#[derive(Debug)]
+pub struct Rng(AtomicU64);
+
+impl Rng {
+    /// A generator with the given (non-zero) seed.
+    pub fn new(seed: u64) -> Self {
+        Rng(AtomicU64::new(seed | 1))
+    }
+
+    /// The next value.
+    pub fn next(&self) -> u64 {
+        let mut x = self.0.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0.store(x, Ordering::Relaxed);
+        x
+    }
+
+    /// A value in `0..n`.
+    pub fn below(&self, n: u64) -> u64 {
+        self.next() % n
     }
 }
