@@ -127,7 +127,7 @@ pub(crate) fn contained(kind: &str, name: &str, callback: &'static str, f: impl 
 #[cold]
 fn check_locks_after(lock: Option<&CallbackLock>, before: usize, object: &str, kind: CallbackKind) {
     if let Some(l) = lock
-        && !l.is_owned_by_current_thread()
+        && !l.lock_says_owned()
     {
         nt::verifier::report(
             &rules::CALLBACK_LOCK_RELEASED_BY_DRIVER,

@@ -318,3 +318,48 @@ fn acquiring_another_lock_inside_a_callback_is_allowed() {
     assert_eq!(verifier::count(&rules::WDF_RECURSIVE_LOCK), 0);
     assert_eq!(verifier::count(&rules::CALLBACK_PANICKED), 0);
 }
+
+/// A thread that holds the device lock (here through `acquire_lock`, as a driver's own thread
+/// would) and sends a request to a Device-scope parallel queue must not have it presented on
+/// its own stack (that would re-acquire the lock): the fast path sees the thread's ownership
+/// and defers, and the request runs on the queue's DPC once the lock is free.
+#[test]
+fn a_request_sent_while_holding_the_device_lock_is_deferred_not_presented_inline() {
+    let kernel = kernel();
+    let driver = driver(&kernel);
+    let mut init = DeviceInit::new("held-by-sender");
+    init.attributes(ObjectAttributes::scope(SyncScope::Device));
+    let dev = driver.create_device(init).unwrap();
+    let mut cfg = QueueConfig::new(DispatchType::Parallel);
+    cfg.default_queue = true;
+    let ran_on = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let r = ran_on.clone();
+    cfg.io_read(move |_cx, req, len| {
+        r.lock().unwrap().push(thread_name());
+        req.complete_with_information(NtStatus::SUCCESS, len);
+    });
+    let q = dev.create_queue(cfg, ObjectAttributes::default()).unwrap();
+    let h = kernel.io().open("held-by-sender").unwrap();
+
+    // Not holding it: presented inline, on this thread.
+    assert_eq!(read(&h, 0, 8).status, NtStatus::SUCCESS);
+    assert_eq!(ran_on.lock().unwrap().as_slice(), [thread_name()]);
+
+    let token = dev.acquire_lock();
+    let pending = h.submit(read_op(0, 8));
+    assert!(
+        !pending.is_complete(),
+        "presented while its sender holds the lock"
+    );
+    assert_eq!(ran_on.lock().unwrap().len(), 1);
+    drop(token);
+    assert_eq!(wait(pending).status, NtStatus::SUCCESS);
+    let ran = ran_on.lock().unwrap().clone();
+    assert_eq!(ran.len(), 2);
+    assert_ne!(ran[1], thread_name(), "the deferred request ran on the DPC");
+    assert!(q.stats().deferred_lock >= 1, "{:?}", q.stats());
+
+    // And with the lock released, the next one is inline again.
+    assert_eq!(read(&h, 0, 8).status, NtStatus::SUCCESS);
+    assert_eq!(ran_on.lock().unwrap()[2], thread_name());
+}

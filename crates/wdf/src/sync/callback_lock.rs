@@ -28,7 +28,10 @@ pub enum LockOrder {
 }
 
 thread_local! {
-    /// Orders of the callback locks this thread holds (tracked while the verifier is on).
+    /// The callback locks this thread holds, innermost last: their order and id. Always kept,
+    /// so that "does this thread hold this lock?" (asked on every request arrival and every
+    /// acquire) is answered from thread-local memory instead of by reading the lock's word,
+    /// a cache line that other processors write when the lock is contended.
     static HELD: RefCell<Vec<(LockOrder, usize)>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -66,8 +69,19 @@ impl CallbackLock {
     }
 
     /// Whether the calling thread holds this lock. The dispatch loop defers when it does.
+    ///
+    /// Every acquisition goes through a [`crate::sync::ScopeToken`], which cannot leave its
+    /// thread and records itself in a thread-local list until it is dropped, so the answer
+    /// comes from that list and touches no shared memory.
     #[inline]
     pub fn is_owned_by_current_thread(&self) -> bool {
+        let id = self.id();
+        HELD.with(|h| h.borrow().iter().any(|(_, held)| *held == id))
+    }
+
+    /// Whether the lock itself says the calling thread owns it (reads the lock's word): the
+    /// verifier's cross-check of the thread-local list.
+    pub(crate) fn lock_says_owned(&self) -> bool {
         self.lock.is_owned_by_current_thread()
     }
 
@@ -76,10 +90,12 @@ impl CallbackLock {
         Arc::ptr_eq(&self.lock, &other.lock)
     }
 
-    /// Acquires the lock; a re-acquire on the owning thread is the fatal `WDF_RECURSIVE_LOCK`.
+    /// Acquires the lock and records it in the thread's list (the caller must call
+    /// [`CallbackLock::note_released`] when it releases it); a re-acquire on the owning thread
+    /// is the fatal `WDF_RECURSIVE_LOCK`.
     #[inline]
-    pub(crate) fn acquire(&self) -> (LockGuard<'_, (), RawDynLock>, bool) {
-        if self.lock.is_owned_by_current_thread() {
+    pub(crate) fn acquire(&self) -> LockGuard<'_, (), RawDynLock> {
+        if self.is_owned_by_current_thread() {
             verifier::report(
                 &rules::WDF_RECURSIVE_LOCK,
                 format_args!(
@@ -88,15 +104,12 @@ impl CallbackLock {
                 ),
             );
         }
-        let tracked = verifier::enabled();
-        if tracked {
+        if verifier::enabled() {
             self.check_order();
         }
         let guard = self.lock.lock();
-        if tracked {
-            HELD.with(|h| h.borrow_mut().push((self.order, self.id())));
-        }
-        (guard, tracked)
+        HELD.with(|h| h.borrow_mut().push((self.order, self.id())));
+        guard
     }
 
     #[cold]
@@ -115,7 +128,7 @@ impl CallbackLock {
         }
     }
 
-    /// Forgets this lock in the thread's held list (its guard was dropped).
+    /// Forgets this lock in the thread's held list (its guard is being dropped).
     pub(crate) fn note_released(lock_id: usize) {
         HELD.with(|h| {
             let mut h = h.borrow_mut();

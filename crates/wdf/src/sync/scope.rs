@@ -54,25 +54,22 @@ use super::callback_lock::CallbackLock;
 /// Dropping a token obtained from `acquire_lock` releases the lock (`WdfObjectReleaseLock`).
 pub struct ScopeToken<'a> {
     guard: LockGuard<'a, (), RawDynLock>,
-    /// The lock's id in the verifier's held list, if it was recorded there.
-    tracked: Option<usize>,
+    /// The lock's id in the thread's list of held callback locks.
+    id: usize,
 }
 
 impl<'a> ScopeToken<'a> {
     pub(crate) fn acquire(lock: &'a CallbackLock) -> ScopeToken<'a> {
-        let (guard, tracked) = lock.acquire();
         ScopeToken {
-            guard,
-            tracked: tracked.then(|| lock.lock_id()),
+            guard: lock.acquire(),
+            id: lock.lock_id(),
         }
     }
 }
 
 impl Drop for ScopeToken<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.tracked {
-            CallbackLock::note_released(id);
-        }
+        CallbackLock::note_released(self.id);
     }
 }
 
