@@ -2,6 +2,45 @@
 //!
 //! The whole command lives here so that the CLI crate only needs a one-line hook:
 //! a `ServeNbd(nbd::cli::ServeArgs)` subcommand whose arm calls [`run`].
+//!
+//! # Hooks
+//!
+//! A front end that wants to watch a run (the `wdfkit` CLI installs a callback observer for
+//! `--trace` and `--timeline`) calls [`run_with`] with its own [`ServeHooks`] instead, so this
+//! crate never depends on the front end. The order of a run is:
+//!
+//! 1. the RAM disk is created and probed, the address is bound and the signal handlers are
+//!    installed;
+//! 2. [`ServeHooks::started`] runs, before the server accepts its first client;
+//! 3. the `listening on` line is printed and clients are served until SIGINT or SIGTERM;
+//! 4. once every connection is closed and the final flush is done, the `stopped:` line is
+//!    printed and [`ServeHooks::stopped`] runs;
+//! 5. the device is deleted.
+//!
+//! `stopped` runs if and only if `started` returned `Ok`. A hook's `Err(message)` fails the
+//! command: `wdfkit serve-nbd: message` on stderr and exit code 1 (after `started` fails the
+//! server never serves; after `stopped` fails the device is still deleted).
+//!
+//! ```no_run
+//! use drivers::ramdisk::RamdiskDevice;
+//! use nbd::cli::{ServeArgs, ServeHooks};
+//! use nbd::ServerStats;
+//!
+//! struct Announce;
+//! impl ServeHooks for Announce {
+//!     fn started(&mut self, disk: &RamdiskDevice) -> Result<(), String> {
+//!         println!("serving {} (queue {})", disk.name(), disk.io_queue().name());
+//!         Ok(())
+//!     }
+//!     fn stopped(&mut self, _disk: &RamdiskDevice, stats: &ServerStats) -> Result<(), String> {
+//!         println!("{} requests", stats.requests);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # fn args() -> ServeArgs { unimplemented!() }
+//! let code = nbd::cli::run_with(args(), &mut Announce);
+//! ```
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -10,12 +49,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use drivers::ramdisk::{self, RamdiskConfig};
+use drivers::ramdisk::{self, RamdiskConfig, RamdiskDevice};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use wdf::{Driver, ExecutionLevel, ObjectAttributes, SyncScope};
 
-use crate::server::{ListenAddr, ReplyPath, Server, ServerOptions};
+use crate::server::{ListenAddr, ReplyPath, Server, ServerOptions, ServerStats};
 use crate::transmission::probe_export;
 
 /// The default TCP address: loopback only, on the IANA NBD port.
@@ -169,12 +208,47 @@ impl ServeArgs {
     }
 }
 
+/// Lets a front end observe a run of [`run_with`] (see the [module docs](self#hooks) for when
+/// each hook runs). Both methods default to doing nothing.
+pub trait ServeHooks {
+    /// Called once the RAM disk exists (created, probed, its address bound), before the server
+    /// accepts any client. `Err(message)` fails the command with that message: the server
+    /// never serves, the device is deleted and the exit code is 1.
+    fn started(&mut self, disk: &RamdiskDevice) -> Result<(), String> {
+        let _ = disk;
+        Ok(())
+    }
+
+    /// Called after the server stopped (every connection closed, the final flush done, the
+    /// `stopped:` line printed) and before the device is deleted; only if
+    /// [`ServeHooks::started`] returned `Ok`. `Err(message)` fails the command with that
+    /// message (exit code 1; the device is still deleted).
+    fn stopped(&mut self, disk: &RamdiskDevice, stats: &ServerStats) -> Result<(), String> {
+        let _ = (disk, stats);
+        Ok(())
+    }
+}
+
+/// Hooks that do nothing: what [`run`] uses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHooks;
+
+impl ServeHooks for NoHooks {}
+
 /// Runs `wdfkit serve-nbd`: creates the RAM disk, prints where it listens, serves until
 /// SIGINT or SIGTERM, then shuts down cleanly (in-flight requests answered, backing file
 /// flushed). Exit code 0 on a clean shutdown, 1 on a setup error, a failed final flush, or
 /// requests the device never completed ([`crate::server::ServerStats::abandoned`]).
+/// The same as [`run_with`] with [`NoHooks`].
 pub fn run(args: ServeArgs) -> ExitCode {
-    match serve(&args) {
+    run_with(args, &mut NoHooks)
+}
+
+/// [`run`], calling `hooks` when the disk is ready ([`ServeHooks::started`]) and when the
+/// server has stopped ([`ServeHooks::stopped`]). A hook's error is reported like a setup
+/// error: `wdfkit serve-nbd: message` on stderr, exit code 1.
+pub fn run_with(args: ServeArgs, hooks: &mut dyn ServeHooks) -> ExitCode {
+    match serve(&args, hooks) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("wdfkit serve-nbd: {e}");
@@ -183,7 +257,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
+fn serve(args: &ServeArgs, hooks: &mut dyn ServeHooks) -> Result<ExitCode, String> {
     let kernel = nt::Kernel::builder().build();
     let driver = Driver::create(&kernel, ObjectAttributes::default())
         .map_err(|s| format!("creating the driver: {s}"))?;
@@ -244,6 +318,18 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
         })
         .map_err(|e| format!("starting the signal thread: {e}"))?;
 
+    if let Err(e) = hooks.started(&disk) {
+        // Nothing was accepted yet: undo the setup and fail.
+        signal_handle.close();
+        let _ = signal_thread.join();
+        if let ListenAddr::Unix(path) = server.local_addr() {
+            let _ = std::fs::remove_file(path);
+        }
+        drop(server);
+        disk.device().delete();
+        return Err(e);
+    }
+
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
         stdout,
@@ -289,7 +375,9 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
         );
     }
     drop(stopper);
+    let hooked = hooks.stopped(&disk, &stats);
     disk.device().delete();
+    hooked?;
     Ok(if stats.final_flush.is_success() && stats.abandoned == 0 {
         ExitCode::SUCCESS
     } else {
@@ -312,9 +400,8 @@ mod tests {
         assert!(parse_size("99999999999T").is_err());
     }
 
-    #[test]
-    fn default_listen_is_loopback() {
-        let a = ServeArgs {
+    fn args() -> ServeArgs {
+        ServeArgs {
             unix: None,
             listen: None,
             size: None,
@@ -325,11 +412,62 @@ mod tests {
             execution_level: LevelArg::Dispatch,
             reply_path: ReplyPathArg::Inline,
             spin_us: 100,
-        };
+        }
+    }
+
+    #[test]
+    fn default_listen_is_loopback() {
+        let a = args();
         match a.listen_addr() {
             ListenAddr::Tcp(addr) => assert!(addr.ip().is_loopback()),
             other => panic!("{other:?}"),
         }
         assert_eq!(a.ramdisk_config().size, DEFAULT_SIZE);
+    }
+
+    /// Refuses to start, and records what it was called with.
+    #[derive(Default)]
+    struct Refuse {
+        started: Vec<(String, String, String)>,
+        stopped: bool,
+    }
+
+    impl ServeHooks for Refuse {
+        fn started(&mut self, disk: &RamdiskDevice) -> Result<(), String> {
+            self.started.push((
+                disk.name().to_string(),
+                disk.io_queue().name().to_string(),
+                disk.flush_queue().name().to_string(),
+            ));
+            Err("no thanks".into())
+        }
+
+        fn stopped(&mut self, _disk: &RamdiskDevice, _stats: &ServerStats) -> Result<(), String> {
+            self.stopped = true;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_start_hook_fails_the_command_before_serving() {
+        let dir = std::env::temp_dir().join(format!("nbd-cli-hook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("s.sock");
+        let mut a = args();
+        a.unix = Some(sock.clone());
+        a.size = Some(1 << 20);
+        let mut hooks = Refuse::default();
+        assert_eq!(run_with(a, &mut hooks), ExitCode::FAILURE);
+        assert_eq!(
+            hooks.started,
+            [(
+                DEVICE_NAME.to_string(),
+                format!("{DEVICE_NAME}-io"),
+                format!("{DEVICE_NAME}-flush")
+            )]
+        );
+        assert!(!hooks.stopped, "stopped runs only after a successful start");
+        assert!(!sock.exists(), "the socket is removed");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -95,7 +95,9 @@ pub struct DemoReport {
     pub findings: Vec<String>,
 }
 
-fn lock_id(device: &str, q: &Queue) -> Option<String> {
+/// The id of the lock `q`'s callbacks take (`device:<device>`, `queue:<queue>`), if any: what
+/// `explain` calls the lock's owner.
+pub(crate) fn lock_id(device: &str, q: &Queue) -> Option<String> {
     match q.constraints().lock {
         LockOwner::Device => Some(format!("device:{device}")),
         LockOwner::Own => Some(format!("queue:{}", q.name())),

@@ -9,7 +9,8 @@
 //! * [`trace`], [`chart`]: Chrome traces and SVG charts;
 //! * [`matrix`], [`demo`], [`list`]: the other commands;
 //! * [`bench`]: the benchmark harness;
-//! * [`soak`]: the soak test (a randomized run of everything at once, then an audit).
+//! * [`soak`]: the soak test (a randomized run of everything at once, then an audit);
+//! * [`serve`]: the observer around `serve-nbd` (`--trace`, `--timeline`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -24,5 +25,6 @@ pub mod matrix;
 pub mod observe;
 pub mod progress;
 pub mod run;
+pub mod serve;
 pub mod soak;
 pub mod trace;

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use wdfkit::config::{self, Amount};
 use wdfkit::run::{RunError, RunOptions};
-use wdfkit::{bench, chart, demo, explain, list, matrix, run, trace};
+use wdfkit::{bench, chart, demo, explain, list, matrix, run, serve, trace};
 
 const EXIT_HELP: &str = "\
 Exit codes: 0 success; 1 the framework rejects the configuration (or a run failed);
@@ -172,7 +172,31 @@ enum Command {
         json: bool,
     },
     /// Serve a RAM disk over NBD (Unix socket or TCP, loopback by default) until SIGINT/SIGTERM.
-    ServeNbd(nbd::cli::ServeArgs),
+    ///
+    /// With --trace or --timeline, every callback of the disk's queues is observed while it
+    /// serves; when it stops it prints a summary (callbacks per queue, most at once, IRQLs, time
+    /// at DISPATCH_LEVEL) and writes the files.
+    ServeNbd(ServeNbdArgs),
+}
+
+/// `wdfkit serve-nbd`: the server's options plus what to record.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("observe").args(["trace", "timeline"]).multiple(true)))]
+struct ServeNbdArgs {
+    #[command(flatten)]
+    serve: nbd::cli::ServeArgs,
+    /// When the server stops, write a Chrome Trace Event file of the callbacks it ran (open in
+    /// Perfetto or chrome://tracing).
+    #[arg(long, value_name = "OUT.json")]
+    trace: Option<PathBuf>,
+    /// When the server stops, write an SVG timeline: one row per thread, one bar per callback,
+    /// colour per lock.
+    #[arg(long, value_name = "OUT.svg")]
+    timeline: Option<PathBuf>,
+    /// The most callbacks kept for --trace and --timeline; later ones are only counted
+    /// (the summary says how many were dropped).
+    #[arg(long, value_name = "N", default_value_t = serve::DEFAULT_MAX_SPANS, requires = "observe")]
+    max_spans: usize,
 }
 
 /// A failure and its exit code.
@@ -333,9 +357,33 @@ fn cmd_matrix(
     Ok(ExitCode::SUCCESS)
 }
 
+fn cmd_serve_nbd(args: ServeNbdArgs) -> Result<ExitCode, Failure> {
+    let ServeNbdArgs {
+        serve: args,
+        trace,
+        timeline,
+        max_spans,
+    } = args;
+    if trace.is_none() && timeline.is_none() {
+        // Nothing observes the run.
+        return Ok(nbd::cli::run(args));
+    }
+    for p in [&trace, &timeline].into_iter().flatten() {
+        if !serve::parent_exists(p) {
+            return Err(Failure::input(format!(
+                "cannot write {}: its folder does not exist",
+                p.display()
+            )));
+        }
+    }
+    let title = format!("serve-nbd {}", args.export_name);
+    let mut hooks = serve::Observation::new(title, trace, timeline, max_spans);
+    Ok(nbd::cli::run_with(args, &mut hooks))
+}
+
 fn dispatch(command: Command) -> Result<ExitCode, Failure> {
     match command {
-        Command::ServeNbd(args) => Ok(nbd::cli::run(args)),
+        Command::ServeNbd(args) => cmd_serve_nbd(args),
         Command::Demo {
             out,
             threads,

@@ -5,6 +5,10 @@
 //! Concurrency is counted live (an atomic up at `begin`, down at `end`, both emitted while the
 //! callback's lock is held), so a serialized domain can never be seen above 1. Spans go to
 //! per-thread-sharded buffers, so recording adds no lock shared between callbacks.
+//!
+//! A recorder made with [`Recorder::with_span_limit`] keeps at most that many spans (the first
+//! ones to end) and only counts the rest ([`Recording::spans_dropped`]), so a long-running
+//! server's memory stays bounded; every other measurement keeps counting past the cap.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -134,6 +138,11 @@ pub struct Recorder {
     busy_ns: AtomicU64,
     callbacks: AtomicU64,
     keep_spans: bool,
+    /// The most spans kept (`u64::MAX`: no limit).
+    max_spans: u64,
+    /// Spans that ended while spans were kept, whether kept or dropped (counted only with a
+    /// limit).
+    spans_seen: AtomicU64,
     spans: Vec<Mutex<Vec<Span>>>,
     thread_names: Mutex<BTreeMap<u64, String>>,
 }
@@ -143,6 +152,7 @@ impl std::fmt::Debug for Recorder {
         f.debug_struct("Recorder")
             .field("objects", &self.objects.len())
             .field("keep_spans", &self.keep_spans)
+            .field("max_spans", &self.max_spans)
             .finish()
     }
 }
@@ -164,8 +174,11 @@ pub struct Recording {
     pub busy_ns: u64,
     /// Callbacks that ran (of known objects).
     pub callbacks: u64,
-    /// Every callback, sorted by start (empty unless spans were kept).
+    /// Every callback, sorted by start (empty unless spans were kept; at most the recorder's
+    /// span limit, see [`Recorder::with_span_limit`]).
     pub spans: Vec<Span>,
+    /// Spans not kept because the span limit was reached (0 without a limit).
+    pub spans_dropped: u64,
     /// Names of the threads callbacks ran on.
     pub thread_names: BTreeMap<u64, String>,
 }
@@ -193,6 +206,31 @@ impl Recorder {
     /// A recorder for `objects` belonging to the devices `device_ids`; `keep_spans` keeps
     /// every callback for traces and timelines.
     pub fn new(objects: Vec<ObjectSpec>, device_ids: Vec<String>, keep_spans: bool) -> Arc<Self> {
+        Self::build(objects, device_ids, keep_spans, u64::MAX)
+    }
+
+    /// A recorder that keeps spans, but at most `max_spans` of them (the first to end); later
+    /// ones are counted in [`Recording::spans_dropped`]. Counts, concurrency, IRQLs and time
+    /// at DISPATCH_LEVEL cover every callback regardless. `usize::MAX` means no limit.
+    pub fn with_span_limit(
+        objects: Vec<ObjectSpec>,
+        device_ids: Vec<String>,
+        max_spans: usize,
+    ) -> Arc<Self> {
+        Self::build(
+            objects,
+            device_ids,
+            true,
+            u64::try_from(max_spans).unwrap_or(u64::MAX),
+        )
+    }
+
+    fn build(
+        objects: Vec<ObjectSpec>,
+        device_ids: Vec<String>,
+        keep_spans: bool,
+        max_spans: u64,
+    ) -> Arc<Self> {
         let mut index: [HashMap<String, usize>; 5] = Default::default();
         for (i, o) in objects.iter().enumerate() {
             index[o.class.index()].insert(o.name.clone(), i);
@@ -208,6 +246,8 @@ impl Recorder {
             busy_ns: AtomicU64::new(0),
             callbacks: AtomicU64::new(0),
             keep_spans,
+            max_spans,
+            spans_seen: AtomicU64::new(0),
             spans: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
             thread_names: Mutex::new(BTreeMap::new()),
         })
@@ -260,6 +300,13 @@ impl Recorder {
             spans.append(&mut s.lock().expect("span shard").clone());
         }
         spans.sort_by_key(|s| (s.start_ns, s.thread));
+        let spans_dropped = if self.max_spans == u64::MAX {
+            0
+        } else {
+            self.spans_seen
+                .load(Ordering::SeqCst)
+                .saturating_sub(self.max_spans)
+        };
         Recording {
             objects: self.objects.clone(),
             max_concurrent,
@@ -269,6 +316,7 @@ impl Recorder {
             busy_ns: self.busy_ns.load(Ordering::SeqCst),
             callbacks: self.callbacks.load(Ordering::SeqCst),
             spans,
+            spans_dropped,
             thread_names: self.thread_names.lock().expect("names").clone(),
         }
     }
@@ -323,7 +371,12 @@ impl Observer for Recorder {
             self.dispatch_ns
                 .fetch_add(inside.as_nanos() as u64, Ordering::Relaxed);
         }
-        if self.keep_spans {
+        // With a limit, one shared counter decides which spans are kept: the first
+        // `max_spans` to end. Without one, nothing shared is touched.
+        if self.keep_spans
+            && (self.max_spans == u64::MAX
+                || self.spans_seen.fetch_add(1, Ordering::Relaxed) < self.max_spans)
+        {
             let span = Span {
                 object: i as u32,
                 kind: e.kind,
@@ -339,5 +392,104 @@ impl Observer for Recorder {
                 .expect("span shard")
                 .push(span);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(name: &str, device: Option<usize>) -> ObjectSpec {
+        ObjectSpec {
+            class: Class::Queue,
+            name: name.into(),
+            id: format!("queue:{name}"),
+            device,
+            lock: None,
+        }
+    }
+
+    /// Feeds `n` callbacks of `kind` on queue `object` straight to the observer (nothing is
+    /// installed), one after another on this thread.
+    fn feed(r: &Recorder, object: &str, kind: CallbackKind, irql: Irql, n: u64, t0: u64) {
+        for i in 0..n {
+            let mut e = CallbackEvent {
+                kind,
+                object,
+                request: Some(i),
+                thread: 7,
+                irql,
+                locked: false,
+                time_ns: t0 + i * 100,
+            };
+            r.begin(&e);
+            e.time_ns += 10;
+            r.end(&e);
+        }
+    }
+
+    #[test]
+    fn span_limit_keeps_the_first_spans_and_counts_the_rest() {
+        let r = Recorder::with_span_limit(
+            vec![queue("io", Some(0)), queue("flush", Some(0))],
+            vec!["device:d".into()],
+            5,
+        );
+        feed(&r, "io", CallbackKind::IoWrite, Irql::Dispatch, 4, 1_000);
+        feed(&r, "io", CallbackKind::IoRead, Irql::Dispatch, 6, 10_000);
+        feed(
+            &r,
+            "flush",
+            CallbackKind::IoDefault,
+            Irql::Passive,
+            3,
+            20_000,
+        );
+        // Not a known object: neither counted nor kept nor dropped.
+        feed(&r, "other", CallbackKind::IoRead, Irql::Passive, 2, 30_000);
+        let rec = r.finish();
+        assert_eq!(rec.spans.len(), 5);
+        assert_eq!(rec.spans_dropped, 8);
+        // The first five to end: four writes, then one read.
+        let kinds: Vec<CallbackKind> = rec.spans.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds[..4], [CallbackKind::IoWrite; 4]);
+        assert_eq!(kinds[4], CallbackKind::IoRead);
+        // Every other measurement counts past the cap.
+        assert_eq!(rec.callbacks, 13);
+        assert_eq!(rec.counts["queue:io"], 10);
+        assert_eq!(rec.counts["queue:flush"], 3);
+        assert_eq!(rec.irqls["queue:flush"], ["passive"]);
+        assert_eq!(rec.irqls["queue:io"], ["dispatch"]);
+        assert_eq!(rec.dispatch_ns, 10 * 10);
+        assert_eq!(rec.busy_ns, 13 * 10);
+        assert_eq!(rec.max_concurrent["queue:io"], 1);
+        assert_eq!(rec.max_concurrent["device:d"], 1);
+    }
+
+    #[test]
+    fn without_a_limit_every_span_is_kept() {
+        let r = Recorder::new(vec![queue("io", None)], Vec::new(), true);
+        feed(&r, "io", CallbackKind::IoRead, Irql::Passive, 50, 0);
+        let rec = r.finish();
+        assert_eq!((rec.spans.len(), rec.spans_dropped), (50, 0));
+
+        let r = Recorder::new(vec![queue("io", None)], Vec::new(), false);
+        feed(&r, "io", CallbackKind::IoRead, Irql::Passive, 50, 0);
+        let rec = r.finish();
+        assert_eq!(
+            (rec.spans.len(), rec.spans_dropped, rec.callbacks),
+            (0, 0, 50)
+        );
+    }
+
+    #[test]
+    fn a_limit_of_zero_keeps_nothing() {
+        let r = Recorder::with_span_limit(vec![queue("io", None)], Vec::new(), 0);
+        feed(&r, "io", CallbackKind::IoRead, Irql::Passive, 3, 0);
+        let rec = r.finish();
+        assert_eq!(
+            (rec.spans.len(), rec.spans_dropped, rec.callbacks),
+            (0, 3, 3)
+        );
     }
 }
