@@ -557,6 +557,13 @@ fn completing_a_request_removes_its_cancel_routine() {
     .unwrap();
     let h = io.open("complete").unwrap();
     let p = h.submit(IoOp::Flush);
+    // The routine (and what it captured) is gone as soon as the request completed, even
+    // though the client still holds the request: only `ran` and the device's copy remain.
+    assert_eq!(
+        Arc::strong_count(&ran),
+        2,
+        "completion dropped the cancel routine"
+    );
     p.cancel();
     assert_eq!(p.wait().status, NtStatus::SUCCESS);
     assert_eq!(ran.load(Ordering::SeqCst), 0);

@@ -213,6 +213,9 @@ struct Irp {
     completed: AtomicBool,
     cancelled: AtomicBool,
     cancel_routine: Mutex<Option<IrpCancelRoutine>>,
+    /// `Irp::routine_set`: the owner's note that a routine was ever installed (the real field
+    /// lives in the owned `Irp`, which moves between threads only with synchronization).
+    routine_set: AtomicBool,
     completions: AtomicUsize,
 }
 
@@ -223,13 +226,17 @@ impl Irp {
             completed: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
             cancel_routine: Mutex::new(None),
+            routine_set: AtomicBool::new(false),
             completions: AtomicUsize::new(0),
         })
     }
 
-    /// `Irp::finish` (the routine is dropped first) + `IrpShared::finish`.
+    /// `Irp::finish` (the routine, if one was ever installed, is dropped first) +
+    /// `IrpShared::finish`.
     fn finish(&self, status: Status) {
-        self.cancel_routine.lock().unwrap().take();
+        if self.routine_set.load(Ordering::Relaxed) {
+            self.cancel_routine.lock().unwrap().take();
+        }
         self.completions.fetch_add(1, Ordering::SeqCst);
         let mut slot = self.slot.lock().unwrap();
         assert!(slot.is_none(), "IRP completed twice");
@@ -259,6 +266,7 @@ impl Irp {
             return Err(routine);
         }
         *r = Some(routine);
+        self.routine_set.store(true, Ordering::Relaxed);
         Ok(())
     }
 

@@ -198,6 +198,9 @@ pub struct Irp {
     input: Vec<u8>,
     output: Vec<u8>,
     done: bool,
+    /// Whether a cancel routine was ever installed: if not, completion has none to clear
+    /// and skips the cancel-routine lock.
+    routine_set: AtomicBool,
 }
 
 impl Irp {
@@ -246,6 +249,7 @@ impl Irp {
                 input,
                 output,
                 done: false,
+                routine_set: AtomicBool::new(false),
             },
             pending,
         )
@@ -266,6 +270,7 @@ impl Irp {
             input: Vec::new(),
             output: Vec::new(),
             done: false,
+            routine_set: AtomicBool::new(false),
         };
         (irp, pending)
     }
@@ -338,6 +343,7 @@ impl Irp {
             return Err(routine);
         }
         *r = Some(routine);
+        self.routine_set.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -396,7 +402,9 @@ impl Irp {
             }
             _ => Vec::new(),
         };
-        self.shared.cancel_routine.lock().take();
+        if self.routine_set.load(Ordering::Relaxed) {
+            self.shared.cancel_routine.lock().take();
+        }
         self.shared.finish(IoCompletion {
             status,
             information,
