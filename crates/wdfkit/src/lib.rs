@@ -8,7 +8,7 @@
 //! * [`observe`]: the callback observer behind `run`'s measurements;
 //! * [`trace`], [`chart`]: Chrome traces and SVG charts;
 //! * [`matrix`], [`demo`], [`list`]: the other commands;
-//! * [`bench`]: the benchmark harness;
+//! * [`mod@bench`]: the benchmark harness;
 //! * [`soak`]: the soak test (a randomized run of everything at once, then an audit);
 //! * [`serve`]: the observer around `serve-nbd` (`--trace`, `--timeline`).
 #![forbid(unsafe_code)]
