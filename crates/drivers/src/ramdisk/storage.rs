@@ -135,12 +135,23 @@ impl Storage {
         backing: Option<&Path>,
         read_only: bool,
     ) -> Result<Storage, NtStatus> {
+        Storage::open_with_leaves(size, backing, read_only, LEAF_MIN_SLOTS)
+    }
+
+    /// [`Storage::open`] with leaves of at least `min_leaf` slots (tests use small leaves to
+    /// cross leaf boundaries on small disks).
+    fn open_with_leaves(
+        size: u64,
+        backing: Option<&Path>,
+        read_only: bool,
+        min_leaf: u64,
+    ) -> Result<Storage, NtStatus> {
         let valid = |size: u64| size != 0 && size.is_multiple_of(512) && size <= MAX_SIZE;
         let Some(path) = backing else {
             if !valid(size) {
                 return Err(NtStatus::INVALID_PARAMETER);
             }
-            return Ok(Storage::empty(size, read_only, None));
+            return Ok(Storage::empty(size, read_only, None, min_leaf));
         };
         let file = if read_only {
             File::open(path)
@@ -167,14 +178,14 @@ impl Storage {
             path: path.to_owned(),
             dirty: SpinLock::named("ramdisk dirty list", Vec::new()),
         };
-        let storage = Storage::empty(size, read_only, Some(backing));
+        let storage = Storage::empty(size, read_only, Some(backing), min_leaf);
         storage.load(file_len.min(size))?;
         Ok(storage)
     }
 
-    fn empty(size: u64, read_only: bool, backing: Option<Backing>) -> Storage {
+    fn empty(size: u64, read_only: bool, backing: Option<Backing>, min_leaf: u64) -> Storage {
         let chunks = size.div_ceil(CHUNK_SIZE);
-        let leaf_slots = LEAF_MIN_SLOTS.max(chunks.div_ceil(DIRECTORY_MAX));
+        let leaf_slots = min_leaf.max(chunks.div_ceil(DIRECTORY_MAX));
         let directory = (0..chunks.div_ceil(leaf_slots))
             .map(|_| OnceLock::new())
             .collect();
@@ -651,5 +662,168 @@ mod tests {
         let s = Storage::open(0, Some(&path), false).unwrap();
         assert_eq!(s.allocated_bytes(), CHUNK_SIZE);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// The storage against a model (a map of non-zero 512-byte sectors, each filled with one byte)
+/// under random writes, reads, write-zeroes, trims, flushes and reopenings from the backing
+/// file, on a disk that spans two leaves and ends in a short chunk. Offsets cluster around
+/// chunk and leaf boundaries and the end of the disk, where the table's index arithmetic is.
+#[cfg(test)]
+mod model {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SECTOR: u64 = 512;
+    /// Slots per leaf in this model (production leaves have 512; the arithmetic is the same).
+    const LEAF: u64 = 4;
+    /// Two full leaves and one and a half chunks more.
+    const SIZE: u64 = 2 * LEAF * CHUNK_SIZE + CHUNK_SIZE + CHUNK_SIZE / 2;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Write { at: u64, sectors: u64, byte: u8 },
+        Read { at: u64, sectors: u64 },
+        Zero { at: u64, sectors: u64, free: bool },
+        Flush,
+        Reopen,
+    }
+
+    /// A sector near an interesting place: a chunk boundary, a leaf boundary, the end.
+    fn offset() -> impl Strategy<Value = u64> {
+        let sectors = SIZE / SECTOR;
+        let per_chunk = CHUNK_SIZE / SECTOR;
+        let per_leaf = LEAF * per_chunk;
+        prop_oneof![
+            (0..sectors),
+            (1..2 * LEAF + 2, -3i64..3).prop_map(move |(c, d)| {
+                (c * per_chunk).saturating_add_signed(d).min(sectors - 1)
+            }),
+            (1..3u64, -3i64..3).prop_map(move |(l, d)| {
+                (l * per_leaf).saturating_add_signed(d).min(sectors - 1)
+            }),
+            (1..=4u64).prop_map(move |d| sectors - d),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (offset(), 1..300u64, 1..=255u8)
+                .prop_map(|(at, sectors, byte)| Op::Write { at, sectors, byte }),
+            3 => (offset(), 1..300u64).prop_map(|(at, sectors)| Op::Read { at, sectors }),
+            2 => (offset(), 1..600u64, any::<bool>())
+                .prop_map(|(at, sectors, free)| Op::Zero { at, sectors, free }),
+            1 => (any::<bool>()).prop_map(|free| Op::Zero { at: 0, sectors: SIZE / SECTOR, free }),
+            1 => Just(Op::Flush),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    /// Clips `[at, at + sectors)` to the disk, in bytes.
+    fn range(at: u64, sectors: u64) -> (u64, u64) {
+        let start = at * SECTOR;
+        (start, (sectors * SECTOR).min(SIZE - start))
+    }
+
+    fn clear(model: &mut BTreeMap<u64, u8>, start: u64, len: u64) {
+        let doomed: Vec<u64> = model
+            .range(start / SECTOR..(start + len) / SECTOR)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in doomed {
+            model.remove(&k);
+        }
+    }
+
+    fn check(s: &Storage, model: &BTreeMap<u64, u8>, start: u64, len: u64) {
+        let mut buf = vec![0xEE; len as usize];
+        s.read(start, &mut buf);
+        for (i, sector) in buf.chunks(SECTOR as usize).enumerate() {
+            let want = model
+                .get(&(start / SECTOR + i as u64))
+                .copied()
+                .unwrap_or(0);
+            assert!(
+                sector.iter().all(|&b| b == want),
+                "sector {} reads {:?}, want {want}",
+                start / SECTOR + i as u64,
+                &sector[..4]
+            );
+        }
+    }
+
+    fn run(ops: Vec<Op>, path: PathBuf) {
+        let _ = std::fs::remove_file(&path);
+        let open = || Storage::open_with_leaves(SIZE, Some(&path), false, LEAF).unwrap();
+        let mut s = open();
+        let mut model: BTreeMap<u64, u8> = BTreeMap::new();
+        let mut flushed = model.clone();
+        for op in ops {
+            match op {
+                Op::Write { at, sectors, byte } => {
+                    let (start, len) = range(at, sectors);
+                    s.write(start, &vec![byte; len as usize]);
+                    for k in start / SECTOR..(start + len) / SECTOR {
+                        model.insert(k, byte);
+                    }
+                }
+                Op::Read { at, sectors } => {
+                    let (start, len) = range(at, sectors);
+                    check(&s, &model, start, len);
+                }
+                Op::Zero { at, sectors, free } => {
+                    let (start, len) = range(at, sectors);
+                    s.zero(start, len, free);
+                    clear(&mut model, start, len);
+                }
+                Op::Flush => {
+                    s.flush().unwrap();
+                    flushed = model.clone();
+                }
+                Op::Reopen => {
+                    // What was not flushed is lost, as in a power cut; what was, survives.
+                    drop(s);
+                    s = open();
+                    model = flushed.clone();
+                }
+            }
+            // Memory follows data: every chunk holding a non-zero sector is allocated, and
+            // at most the chunks ever written are.
+            let needed: std::collections::BTreeSet<u64> =
+                model.keys().map(|k| k * SECTOR / CHUNK_SIZE).collect();
+            assert!(s.allocated_bytes() >= needed.len() as u64 * CHUNK_SIZE);
+            for e in s
+                .extents(0, SIZE, usize::MAX)
+                .iter()
+                .filter(|e| !e.allocated)
+            {
+                assert!(
+                    model
+                        .range(e.offset / SECTOR..(e.offset + e.length) / SECTOR)
+                        .next()
+                        .is_none(),
+                    "data in an extent reported unallocated: {e:?}"
+                );
+            }
+        }
+        check(&s, &model, 0, SIZE);
+        drop(s);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn storage_matches_its_model(ops in proptest::collection::vec(op(), 1..40)) {
+            let dir = std::env::temp_dir().join(format!("wdfkit-storage-model-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            run(ops, dir.join("disk.img"));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
