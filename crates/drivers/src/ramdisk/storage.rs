@@ -579,6 +579,56 @@ mod tests {
         assert!(b[..512].iter().all(|&x| x == 0) && b[512..].iter().all(|&x| x == 5));
     }
 
+    /// Writers race a flushing thread: every write that returned before the last flush is in
+    /// the file, whichever flush's copy it landed in or missed (the dirty-list protocol).
+    #[test]
+    fn writes_racing_flushes_all_reach_the_file() {
+        let dir = std::env::temp_dir().join(format!("wdfkit-storage-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("disk.img");
+        let _ = std::fs::remove_file(&path);
+        // Small leaves: the writers also race to create leaves.
+        let size = 16 * CHUNK_SIZE;
+        let s = Storage::open_with_leaves(size, Some(&path), false, 2).unwrap();
+        const WRITERS: u64 = 4;
+        const ROUNDS: u8 = 200;
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|t| {
+            t.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    s.flush().unwrap();
+                }
+            });
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|w| {
+                    let s = &s;
+                    t.spawn(move || {
+                        for round in 1..=ROUNDS {
+                            // Each writer owns every WRITERS-th KiB, in every chunk.
+                            for k in 0..size / (1024 * WRITERS) {
+                                let at = (k * WRITERS + w) * 1024;
+                                s.write(at, &[round; 1024]);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        s.flush().unwrap();
+        drop(s);
+        let file = std::fs::read(&path).unwrap();
+        assert_eq!(file.len() as u64, size);
+        assert!(
+            file.iter().all(|&b| b == ROUNDS),
+            "a write is missing from the file"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_slot_costs_at_most_96_bytes() {
         // A leaf of 512 slots covers 32 MiB: at most 48 KiB of table per 32 MiB written into
