@@ -8,8 +8,8 @@ use std::sync::Arc;
 use drivers::ramdisk::{
     self, CHUNK_SIZE, DiskGeometry, EXTENT_SIZE, Extent, FIXED_MEDIA,
     IOCTL_DISK_GET_DRIVE_GEOMETRY, IOCTL_DISK_GET_LENGTH_INFO, IOCTL_DISK_IS_WRITABLE,
-    IOCTL_RAMDISK_QUERY_ALLOCATED, IOCTL_RAMDISK_QUERY_RANGES, IOCTL_RAMDISK_TRIM,
-    IOCTL_RAMDISK_WRITE_ZEROES, RamdiskConfig, RamdiskDevice, RangeInput,
+    IOCTL_RAMDISK_FLUSH_RANGE, IOCTL_RAMDISK_QUERY_ALLOCATED, IOCTL_RAMDISK_QUERY_RANGES,
+    IOCTL_RAMDISK_TRIM, IOCTL_RAMDISK_WRITE_ZEROES, RamdiskConfig, RamdiskDevice, RangeInput,
 };
 use nt::io::{Handle, IoOp};
 use nt::{Irql, NtStatus};
@@ -452,6 +452,76 @@ fn a_flush_sent_at_dispatch_is_deferred_to_passive() {
     let file = std::fs::read(&path).unwrap();
     assert_same(&file[64 * KIB as usize..68 * KIB as usize], &data, "file");
     assert_no_violations();
+}
+
+/// A ranged flush (what a FUA write needs) writes the chunks its range touches and no others,
+/// in every sync configuration and from DISPATCH_LEVEL too (forwarded to the passive flush
+/// queue); a full flush then writes the rest. Bad ranges are refused like bad writes.
+#[test]
+fn a_ranged_flush_writes_only_its_range() {
+    for (i, (scope, level, at)) in [
+        (SyncScope::None, ExecutionLevel::Dispatch, Irql::Passive),
+        (SyncScope::Device, ExecutionLevel::Dispatch, Irql::Dispatch),
+        (SyncScope::Queue, ExecutionLevel::Passive, Irql::Dispatch),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        verifier_on();
+        let name = format!("rd-fua-{i}");
+        let dir = TempDir::new(&name);
+        let path = dir.path().join("disk.img");
+        let kernel = kernel();
+        let driver = driver(&kernel);
+        let config = RamdiskConfig::new(4 * MIB)
+            .with_backing_file(&path)
+            .with_scope(scope)
+            .with_level(level);
+        let dev = make(&driver, &name, config);
+        let h = kernel.io().open(&name).unwrap();
+        let other = pattern(1, 8 * KIB);
+        let fua = pattern(2, 8 * KIB);
+        write_ok(&h, 0, other.clone());
+        // Straddles a chunk boundary: both chunks are written.
+        let fua_at = 3 * CHUNK_SIZE - 4 * KIB;
+        write_ok(&h, fua_at, fua.clone());
+        let c = wait(h.submit_at(
+            IoOp::DeviceControl {
+                code: IOCTL_RAMDISK_FLUSH_RANGE,
+                input: range(fua_at, 8 * KIB),
+                output_length: 0,
+            },
+            at,
+        ));
+        assert_eq!(c.status, NtStatus::SUCCESS, "{scope:?} {level:?} at {at}");
+        let file = std::fs::read(&path).unwrap();
+        let span = |o: u64, n: u64| &file[o as usize..(o + n) as usize];
+        assert_same(span(fua_at, 8 * KIB), &fua, "the flushed range");
+        assert_zeros(span(0, 8 * KIB), "outside the range: not written yet");
+        assert!(dev.flush_queue().stats().presented >= 1);
+        assert_eq!(flush(&h).status, NtStatus::SUCCESS);
+        let file = std::fs::read(&path).unwrap();
+        assert_same(&file[..8 * KIB as usize], &other, "after the full flush");
+        // Empty: nothing to do; misaligned or past the end: refused.
+        assert_eq!(
+            ioctl(&h, IOCTL_RAMDISK_FLUSH_RANGE, range(0, 0), 0).status,
+            NtStatus::SUCCESS
+        );
+        for (o, n) in [(1, SECTOR), (0, 5 * MIB), (4 * MIB, SECTOR)] {
+            assert_eq!(
+                ioctl(&h, IOCTL_RAMDISK_FLUSH_RANGE, range(o, n), 0).status,
+                NtStatus::INVALID_PARAMETER,
+                "{o} {n}"
+            );
+        }
+        assert_eq!(
+            ioctl(&h, IOCTL_RAMDISK_FLUSH_RANGE, vec![0; 8], 0).status,
+            NtStatus::BUFFER_TOO_SMALL
+        );
+        assert_eq!(close(h), NtStatus::SUCCESS);
+        dev.device().delete();
+        assert_no_violations();
+    }
 }
 
 // ---- trim, write-zeroes, read-only ----------------------------------------------------------

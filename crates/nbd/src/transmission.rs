@@ -6,12 +6,16 @@
 //! | NBD command | Request(s) on the handle |
 //! |---|---|
 //! | `NBD_CMD_READ` | `IoOp::Read` |
-//! | `NBD_CMD_WRITE` | `IoOp::Write`; with `NBD_CMD_FLAG_FUA`, then `IoOp::Flush` once the write completed |
+//! | `NBD_CMD_WRITE` | `IoOp::Write`; with `NBD_CMD_FLAG_FUA`, then a flush of its range once the write completed (see below) |
 //! | `NBD_CMD_FLUSH` | `IoOp::Flush` |
-//! | `NBD_CMD_TRIM` | `IoOp::DeviceControl(IOCTL_RAMDISK_TRIM)` (shrunk to whole sectors; FUA: then a flush) |
-//! | `NBD_CMD_WRITE_ZEROES` | `IoOp::DeviceControl(IOCTL_RAMDISK_WRITE_ZEROES)` (FUA: then a flush) |
+//! | `NBD_CMD_TRIM` | `IoOp::DeviceControl(IOCTL_RAMDISK_TRIM)` (shrunk to whole sectors; FUA: then a flush of its range) |
+//! | `NBD_CMD_WRITE_ZEROES` | `IoOp::DeviceControl(IOCTL_RAMDISK_WRITE_ZEROES)` (FUA: then a flush of its range) |
 //! | `NBD_CMD_BLOCK_STATUS` | `IoOp::DeviceControl(IOCTL_RAMDISK_QUERY_RANGES)` |
 //! | `NBD_CMD_DISC` | none: the connection drains and the handle is closed |
+//!
+//! The flush of a FUA request's range is `IoOp::DeviceControl(IOCTL_RAMDISK_FLUSH_RANGE)` when
+//! the device answers that code (probed when the session opens), so that a FUA write persists
+//! its own data and not every change on the disk; otherwise it is a whole `IoOp::Flush`.
 //!
 //! So the device's queues, sync scope and execution level govern NBD traffic exactly as they
 //! govern any in-process client. A request usually completes inside `submit` (the framework
@@ -41,8 +45,8 @@ use std::fmt;
 
 use drivers::ramdisk::{
     EXTENT_SIZE, Extent, IOCTL_DISK_GET_LENGTH_INFO, IOCTL_DISK_IS_WRITABLE,
-    IOCTL_RAMDISK_QUERY_RANGES, IOCTL_RAMDISK_TRIM, IOCTL_RAMDISK_WRITE_ZEROES, RangeInput,
-    SECTOR_SIZE,
+    IOCTL_RAMDISK_FLUSH_RANGE, IOCTL_RAMDISK_QUERY_RANGES, IOCTL_RAMDISK_TRIM,
+    IOCTL_RAMDISK_WRITE_ZEROES, RangeInput, SECTOR_SIZE,
 };
 use nt::NtStatus;
 use nt::io::{Handle, IoCompletion, IoManager, IoOp, PendingIo};
@@ -179,9 +183,18 @@ pub enum Outcome {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
-    Read { offset: u64, length: u32 },
-    Write { fua: bool },
-    Zero { fua: bool, trim: bool },
+    Read {
+        offset: u64,
+        length: u32,
+    },
+    /// `fua`: the range (offset, length) to flush once the write is done.
+    Write {
+        fua: Option<(u64, u32)>,
+    },
+    Zero {
+        fua: Option<(u64, u32)>,
+        trim: bool,
+    },
     Flush,
     BlockStatus,
 }
@@ -242,6 +255,8 @@ enum Next {
 pub struct Session {
     handle: Handle,
     params: TransmissionParams,
+    /// Whether the device flushes ranges (`IOCTL_RAMDISK_FLUSH_RANGE`).
+    ranged_flush: bool,
 }
 
 impl Session {
@@ -254,8 +269,18 @@ impl Session {
         n: Negotiated,
     ) -> Result<Session, NtStatus> {
         let handle = io.open(device)?;
+        // An empty range: a device that knows the code answers at once, with nothing to do.
+        let empty = RangeInput {
+            offset: 0,
+            length: 0,
+        };
+        let ranged_flush = handle
+            .device_control(IOCTL_RAMDISK_FLUSH_RANGE, empty.to_bytes().to_vec(), 0)
+            .status
+            .is_success();
         Ok(Session {
             handle,
+            ranged_flush,
             params: TransmissionParams {
                 size: export.size,
                 flags: n.flags,
@@ -295,6 +320,26 @@ impl Session {
         }
     }
 
+    /// Persists `[offset, offset + length)`: a ranged flush if the device has one, else a
+    /// whole flush.
+    fn flush_range(&self, cookie: u64, offset: u64, length: u32) -> InFlight {
+        let op = if self.ranged_flush {
+            IoOp::DeviceControl {
+                code: IOCTL_RAMDISK_FLUSH_RANGE,
+                input: RangeInput {
+                    offset,
+                    length: u64::from(length),
+                }
+                .to_bytes()
+                .to_vec(),
+                output_length: 0,
+            }
+        } else {
+            IoOp::Flush
+        };
+        self.submit(cookie, Stage::Flush, op)
+    }
+
     fn submit(&self, cookie: u64, stage: Stage, op: IoOp) -> InFlight {
         InFlight {
             cookie,
@@ -323,9 +368,15 @@ impl Session {
                     length: length as usize,
                 },
             ),
-            Command::Write { offset, fua, .. } => self.submit(
+            Command::Write {
+                offset,
+                length,
+                fua,
+            } => self.submit(
                 cookie,
-                Stage::Write { fua },
+                Stage::Write {
+                    fua: fua.then_some((offset, length)),
+                },
                 IoOp::Write {
                     offset,
                     data: payload,
@@ -357,7 +408,10 @@ impl Session {
                 };
                 self.submit(
                     cookie,
-                    Stage::Zero { fua, trim },
+                    Stage::Zero {
+                        fua: fua.then_some((offset, length)),
+                        trim,
+                    },
                     IoOp::DeviceControl {
                         code,
                         input: range(offset, length),
@@ -435,10 +489,14 @@ impl Session {
                 }
                 Next::Done(Reply { head, data: c.data })
             }
-            Stage::Write { fua: true } | Stage::Zero { fua: true, .. } => {
-                Next::Again(self.submit(cookie, Stage::Flush, IoOp::Flush))
+            Stage::Write {
+                fua: Some((offset, length)),
             }
-            Stage::Write { fua: false } | Stage::Zero { fua: false, .. } | Stage::Flush => {
+            | Stage::Zero {
+                fua: Some((offset, length)),
+                ..
+            } => Next::Again(self.flush_range(cookie, offset, length)),
+            Stage::Write { fua: None } | Stage::Zero { fua: None, .. } | Stage::Flush => {
                 Next::Done(self.ok(cookie))
             }
             Stage::BlockStatus => {

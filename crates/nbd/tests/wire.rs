@@ -406,3 +406,45 @@ fn shutdown_does_not_wait_forever_for_a_client_that_stopped_reading() {
     assert!(start.elapsed() < std::time::Duration::from_secs(3));
     assert!(stats.final_flush.is_success());
 }
+
+/// A FUA write is on disk when its reply arrives, and it persists its own range only: an
+/// earlier write without FUA (elsewhere on the disk) is not written to the file until a flush.
+#[test]
+fn a_fua_write_persists_its_own_range_before_the_reply() {
+    let dir = common::TempDir::new("fua");
+    let path = dir.path().join("disk.img");
+    let s = TestServer::start(ramdisk(SIZE).with_backing_file(&path), Transport::Unix);
+    let mut c = s.connect();
+    c.go(true, false);
+    c.send(p::CMD_WRITE, 0, 1, 0, 4096, &[0xa1; 4096]);
+    assert_eq!(c.reply(0).unwrap().error, 0);
+    c.send(
+        p::CMD_WRITE,
+        p::CMD_FLAG_FUA,
+        2,
+        1 << 20,
+        4096,
+        &[0xb2; 4096],
+    );
+    assert_eq!(c.reply(0).unwrap().error, 0);
+    let file = std::fs::read(&path).unwrap();
+    assert!(file[1 << 20..(1 << 20) + 4096].iter().all(|&b| b == 0xb2));
+    assert!(
+        file[..4096].iter().all(|&b| b == 0),
+        "the non-FUA write was not flushed"
+    );
+    // A flush writes the rest.
+    c.send(p::CMD_FLUSH, 0, 3, 0, 0, &[]);
+    assert_eq!(c.reply(0).unwrap().error, 0);
+    let file = std::fs::read(&path).unwrap();
+    assert!(file[..4096].iter().all(|&b| b == 0xa1));
+    // FUA on write-zeroes and trim persists their ranges too.
+    c.send(p::CMD_WRITE_ZEROES, p::CMD_FLAG_FUA, 4, 1 << 20, 4096, &[]);
+    assert_eq!(c.reply(0).unwrap().error, 0);
+    c.send(p::CMD_TRIM, p::CMD_FLAG_FUA, 5, 0, 4096, &[]);
+    assert_eq!(c.reply(0).unwrap().error, 0);
+    let file = std::fs::read(&path).unwrap();
+    assert!(file[..4096].iter().all(|&b| b == 0));
+    assert!(file[1 << 20..(1 << 20) + 4096].iter().all(|&b| b == 0));
+    still_serving(&s);
+}

@@ -4,8 +4,10 @@
 //! than one result, is `STATUS_BUFFER_TOO_SMALL` (what `WdfRequestRetrieve*Buffer` reports);
 //! a larger output buffer is fine, and the information count says how much was written.
 
+use std::sync::Weak;
+
 use nt::NtStatus;
-use wdf::Request;
+use wdf::{Queue, Request};
 
 use super::check_range;
 use super::storage::{Extent, Storage};
@@ -43,6 +45,14 @@ pub const IOCTL_RAMDISK_QUERY_ALLOCATED: u32 =
 /// end. (This is what NBD's `base:allocation` block status needs.)
 pub const IOCTL_RAMDISK_QUERY_RANGES: u32 =
     ctl_code(FILE_DEVICE_DISK, 0x803, METHOD_BUFFERED, FILE_ANY_ACCESS);
+
+/// Flush a range: input a [`RangeInput`] (alignment and bounds as for reads and writes). The
+/// changes to the chunks the range touches are written to the backing file and synced, and
+/// only those: what a write with FUA (force unit access) needs. Like a flush, it runs at
+/// PASSIVE_LEVEL on the flush queue (the request is forwarded there); an empty range, a disk
+/// without a backing file and a read-only disk succeed at once with nothing to do.
+pub const IOCTL_RAMDISK_FLUSH_RANGE: u32 =
+    ctl_code(FILE_DEVICE_DISK, 0x804, METHOD_BUFFERED, FILE_WRITE_ACCESS);
 
 /// `MediaType` value of a fixed disk (`FixedMedia`).
 pub const FIXED_MEDIA: u32 = 12;
@@ -183,8 +193,16 @@ impl Extent {
     }
 }
 
-/// `EvtIoDeviceControl` of the I/O queue.
-pub(super) fn device_control(storage: &Storage, mut req: Request, code: u32) {
+/// `EvtIoDeviceControl` of the I/O queue. A ranged flush is forwarded to `flush_queue`.
+pub(super) fn device_control(
+    storage: &Storage,
+    flush_queue: &Weak<Queue>,
+    mut req: Request,
+    code: u32,
+) {
+    if code == IOCTL_RAMDISK_FLUSH_RANGE {
+        return forward_flush_range(storage, flush_queue, req);
+    }
     match handle(storage, &mut req, code) {
         Ok(information) => req.complete_with_information(NtStatus::SUCCESS, information),
         Err(status) => req.complete(status),
@@ -233,6 +251,38 @@ fn handle(storage: &Storage, req: &mut Request, code: u32) -> Result<usize, NtSt
         }
         _ => Err(NtStatus::INVALID_DEVICE_REQUEST),
     }
+}
+
+/// Checks a ranged flush and hands it to the flush queue (it blocks on file I/O, which the
+/// I/O queue's callbacks, possibly at DISPATCH_LEVEL, must not do).
+fn forward_flush_range(storage: &Storage, flush_queue: &Weak<Queue>, req: Request) {
+    let r = match range_input(&req) {
+        Ok(r) => r,
+        Err(status) => return req.complete(status),
+    };
+    if let Err(status) = check_range(storage.size(), r.offset, r.length) {
+        return req.complete(status);
+    }
+    if r.length == 0 || !storage.needs_flushing() {
+        return req.complete(NtStatus::SUCCESS);
+    }
+    match flush_queue.upgrade() {
+        Some(q) => {
+            if let Err(e) = req.forward(&q) {
+                e.request.complete(e.status);
+            }
+        }
+        None => req.complete(NtStatus::DELETE_PENDING),
+    }
+}
+
+/// A ranged flush on the flush queue (PASSIVE_LEVEL): the range was checked before forwarding.
+pub(super) fn flush_range(storage: &Storage, req: Request) {
+    let status = match range_input(&req).map(|r| storage.flush_range(r.offset, r.length)) {
+        Ok(Ok(())) => NtStatus::SUCCESS,
+        Ok(Err(status)) | Err(status) => status,
+    };
+    req.complete(status);
 }
 
 fn range_input(req: &Request) -> Result<RangeInput, NtStatus> {

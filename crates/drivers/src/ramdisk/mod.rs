@@ -9,8 +9,9 @@
 //! success). Bad input is refused with a status and never panics. Control requests:
 //! see [`IOCTL_DISK_GET_DRIVE_GEOMETRY`], [`IOCTL_DISK_GET_LENGTH_INFO`],
 //! [`IOCTL_DISK_IS_WRITABLE`], [`IOCTL_RAMDISK_TRIM`], [`IOCTL_RAMDISK_WRITE_ZEROES`],
-//! [`IOCTL_RAMDISK_QUERY_ALLOCATED`] and [`IOCTL_RAMDISK_QUERY_RANGES`]. A flush is
-//! `IRP_MJ_FLUSH_BUFFERS` (`IoOp::Flush`).
+//! [`IOCTL_RAMDISK_QUERY_ALLOCATED`], [`IOCTL_RAMDISK_QUERY_RANGES`] and
+//! [`IOCTL_RAMDISK_FLUSH_RANGE`]. A flush is `IRP_MJ_FLUSH_BUFFERS` (`IoOp::Flush`); a flush
+//! of one range (what a FUA write needs) is [`IOCTL_RAMDISK_FLUSH_RANGE`].
 //!
 //! **Memory.** Storage is split into 64 KiB chunks ([`CHUNK_SIZE`]), allocated on the first
 //! write that touches them. Untouched chunks cost nothing and read as zeros, so a 64 GiB disk
@@ -65,8 +66,9 @@ use wdf::{
 
 pub use ioctl::{
     DiskGeometry, EXTENT_ALLOCATED, EXTENT_SIZE, FIXED_MEDIA, IOCTL_DISK_GET_DRIVE_GEOMETRY,
-    IOCTL_DISK_GET_LENGTH_INFO, IOCTL_DISK_IS_WRITABLE, IOCTL_RAMDISK_QUERY_ALLOCATED,
-    IOCTL_RAMDISK_QUERY_RANGES, IOCTL_RAMDISK_TRIM, IOCTL_RAMDISK_WRITE_ZEROES, RangeInput,
+    IOCTL_DISK_GET_LENGTH_INFO, IOCTL_DISK_IS_WRITABLE, IOCTL_RAMDISK_FLUSH_RANGE,
+    IOCTL_RAMDISK_QUERY_ALLOCATED, IOCTL_RAMDISK_QUERY_RANGES, IOCTL_RAMDISK_TRIM,
+    IOCTL_RAMDISK_WRITE_ZEROES, RangeInput,
 };
 pub use storage::{CHUNK_SIZE, Extent, MAX_SIZE};
 
@@ -178,8 +180,14 @@ fn on_write(storage: &Storage, req: Request, length: usize) {
     req.complete_with_information(NtStatus::SUCCESS, length);
 }
 
-/// `EvtIoDefault` of the passive flush queue: always at PASSIVE_LEVEL.
+/// `EvtIoDefault` of the passive flush queue: always at PASSIVE_LEVEL. Flushes, and ranged
+/// flushes forwarded by the I/O queue.
 fn on_flush(storage: &Storage, req: Request) {
+    if req.kind() == RequestType::DeviceControl
+        && req.parameters().ioctl_code == IOCTL_RAMDISK_FLUSH_RANGE
+    {
+        return ioctl::flush_range(storage, req);
+    }
     let status = match storage.flush() {
         Ok(()) => NtStatus::SUCCESS,
         Err(status) => status,
@@ -318,7 +326,10 @@ fn build(
     let s = storage.clone();
     io.io_write(move |_cx, req, len| on_write(&s, req, len));
     let s = storage.clone();
-    io.io_device_control(move |_cx, req, _out, _in, code| ioctl::device_control(&s, req, code));
+    let flush_to = Arc::downgrade(&flush_queue);
+    io.io_device_control(move |_cx, req, _out, _in, code| {
+        ioctl::device_control(&s, &flush_to, req, code)
+    });
     let io_queue = device.create_queue(io, ObjectAttributes::default())?;
 
     Ok(RamdiskDevice {

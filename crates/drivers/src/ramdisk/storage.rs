@@ -22,7 +22,8 @@
 //!   flag adds the slot to the dirty list after releasing the slot lock. So a write that
 //!   lands during a flush is either in that copy or marks the slot dirty again and lists it:
 //!   a later flush writes it, and nothing is lost. The cost of a flush follows what is dirty,
-//!   not the size of the disk.
+//!   not the size of the disk. A ranged flush ([`Storage::flush_range`]) writes the dirty
+//!   chunks of one range the same way and leaves the others for the next flush.
 //!
 //! Callers validate ranges (see `super::check_range`): these functions assume
 //! `offset + len <= size`.
@@ -406,49 +407,96 @@ impl Storage {
     /// Writes what changed since the last flush to the backing file and syncs it. Without a
     /// backing file (or read-only) there is nothing to do. PASSIVE_LEVEL: it blocks.
     pub(crate) fn flush(&self) -> Result<(), NtStatus> {
-        let Some(b) = &self.backing else {
+        let Some(b) = self.writable_backing() else {
             return Ok(());
         };
-        if self.read_only {
-            return Ok(());
-        }
         let mut listed = std::mem::take(&mut *b.dirty.lock());
         listed.sort_unstable();
+        listed.dedup();
         let mut copy = zeroed_chunk();
         let mut result = Ok(());
-        let mut failed = Vec::new();
         for index in listed {
-            let Some(slot) = self.slot(index) else {
-                continue;
-            };
-            {
-                let mut s = slot.lock();
-                if !s.dirty {
-                    continue;
-                }
-                match &s.bytes {
-                    Some(bytes) => copy.copy_from_slice(bytes),
-                    None => copy.fill(0),
-                }
-                s.dirty = false;
+            if let Err(status) = self.write_back(b, index, &mut copy) {
+                result = Err(status);
             }
-            let (at, n) = self.chunk_span(index);
-            if let Err(e) = b.file.write_all_at(&copy[..n], at) {
-                result = Err(io_status(&e));
-                let mut s = slot.lock();
-                let newly = !s.dirty;
-                s.dirty = true;
-                drop(s);
-                if newly {
-                    failed.push(index);
-                }
-            }
-        }
-        if !failed.is_empty() {
-            b.dirty.lock().extend(failed);
         }
         result?;
         b.file.sync_all().map_err(|e| io_status(&e))
+    }
+
+    /// Writes what changed in the chunks that `[offset, offset + len)` touches to the backing
+    /// file and syncs it: what a FUA write needs, without writing the rest of the disk's
+    /// changes. A chunk written here stays on the dirty list, marked clean, and a later
+    /// [`Storage::flush`] skips it. Nothing to do for an empty range, without a backing file
+    /// or when read-only. The cost follows the leaves the range touches. PASSIVE_LEVEL.
+    pub(crate) fn flush_range(&self, offset: u64, len: u64) -> Result<(), NtStatus> {
+        let Some(b) = self.writable_backing() else {
+            return Ok(());
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        let mut copy = zeroed_chunk();
+        let mut result = Ok(());
+        let mut index = offset / CHUNK_SIZE;
+        let last = (offset + len - 1) / CHUNK_SIZE;
+        while index <= last {
+            if self.slot(index).is_none() {
+                index = (index / self.leaf_slots + 1) * self.leaf_slots;
+                continue;
+            }
+            if let Err(status) = self.write_back(b, index, &mut copy) {
+                result = Err(status);
+            }
+            index += 1;
+        }
+        result?;
+        b.file.sync_all().map_err(|e| io_status(&e))
+    }
+
+    /// Whether a flush has anything it could write: a backing file on a writable disk.
+    pub(crate) fn needs_flushing(&self) -> bool {
+        self.writable_backing().is_some()
+    }
+
+    /// The backing file, unless there is none or the disk is read-only.
+    fn writable_backing(&self) -> Option<&Backing> {
+        self.backing.as_ref().filter(|_| !self.read_only)
+    }
+
+    /// Writes chunk `index` to the file if it is dirty (zeros if it was freed), through the
+    /// caller's chunk-sized buffer `copy`. The dirty flag is cleared under the slot lock
+    /// together with the copy; if the file write fails it is set again (and the slot listed
+    /// again if that makes it newly dirty), so the next flush retries.
+    fn write_back(&self, b: &Backing, index: u64, copy: &mut [u8]) -> Result<(), NtStatus> {
+        let Some(slot) = self.slot(index) else {
+            return Ok(());
+        };
+        {
+            let mut s = slot.lock();
+            if !s.dirty {
+                return Ok(());
+            }
+            match &s.bytes {
+                Some(bytes) => copy.copy_from_slice(bytes),
+                None => copy.fill(0),
+            }
+            s.dirty = false;
+        }
+        let (at, n) = self.chunk_span(index);
+        if let Err(e) = b.file.write_all_at(&copy[..n], at) {
+            let newly = {
+                let mut s = slot.lock();
+                let newly = !s.dirty;
+                s.dirty = true;
+                newly
+            };
+            if newly {
+                self.listed_dirty(index);
+            }
+            return Err(io_status(&e));
+        }
+        Ok(())
     }
 
     /// Where chunk `i` lives: (offset, length), the last chunk possibly short.
