@@ -1,9 +1,11 @@
-//! Uncontended acquire + release cost of nt's locks, with the verifier off and on, against
-//! `std::sync::Mutex` and `parking_lot::Mutex`.
+//! Acquire + release cost of nt's locks, uncontended with the verifier off and on, and
+//! contended by two threads (a handoff of the lock between processors on every acquisition),
+//! against `std::sync::Mutex` and `parking_lot::Mutex`.
 //!
 //! Run: `cargo bench -p nt --bench locks -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use criterion::{
     BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
@@ -61,6 +63,55 @@ fn bench_all(g: &mut BenchmarkGroup<'_, WallTime>) {
     });
 }
 
+/// `iters` acquisitions in all, half on each of two threads that hammer one lock, each
+/// holding it for one read-modify-write of the protected counter: the wall time.
+fn two_threads(iters: u64, op: impl Fn() + Sync) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..iters / 2 {
+                    op();
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn contended(c: &mut Criterion) {
+    verifier::disable();
+    let mut g = c.benchmark_group("contended_2_threads");
+    let spin = SpinLock::named("bench spin", 0u64);
+    g.bench_function("nt::SpinLock", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, || {
+                let mut guard = spin.lock();
+                *guard = black_box(*guard + 1);
+            })
+        })
+    });
+    let std_mutex = std::sync::Mutex::new(0u64);
+    g.bench_function("std::sync::Mutex", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, || {
+                let mut guard = std_mutex.lock().unwrap();
+                *guard = black_box(*guard + 1);
+            })
+        })
+    });
+    let pl_mutex = parking_lot::Mutex::new(0u64);
+    g.bench_function("parking_lot::Mutex", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, || {
+                let mut guard = pl_mutex.lock();
+                *guard = black_box(*guard + 1);
+            })
+        })
+    });
+    g.finish();
+}
+
 fn locks(c: &mut Criterion) {
     verifier::disable();
     let mut g = c.benchmark_group("uncontended/verifier_off");
@@ -84,5 +135,5 @@ fn locks(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, locks);
+criterion_group!(benches, locks, contended);
 criterion_main!(benches);
