@@ -63,6 +63,17 @@ struct Slot {
     dirty: bool,
 }
 
+impl Slot {
+    /// Marks the slot dirty if changes are tracked (`track`: there is a backing file).
+    /// Returns whether that made it newly dirty: the caller then lists it
+    /// ([`Storage::listed_dirty`]) once the slot lock is released.
+    fn mark_dirty(&mut self, track: bool) -> bool {
+        let newly = track && !self.dirty;
+        self.dirty |= track;
+        newly
+    }
+}
+
 type Leaf = Box<[SpinLock<Slot>]>;
 
 struct Backing {
@@ -206,6 +217,37 @@ impl Storage {
         Some(&leaf[(index % self.leaf_slots) as usize])
     }
 
+    /// The chunks `first..=last` in order, as `(index, next, slot)`: the slot of chunk `index`
+    /// (and `next == index + 1`), or `None` when the chunk's leaf does not exist, in which case
+    /// nothing is allocated in `index..next` and `next` is the next leaf's first chunk. A walk
+    /// therefore costs the leaves it touches, not the length of the range.
+    fn walk(
+        &self,
+        first: u64,
+        last: u64,
+    ) -> impl Iterator<Item = (u64, u64, Option<&SpinLock<Slot>>)> {
+        let mut index = first;
+        std::iter::from_fn(move || {
+            if index > last {
+                return None;
+            }
+            let at = index;
+            let step = match self.slot(at) {
+                Some(slot) => (at, at + 1, Some(slot)),
+                None => (at, (at / self.leaf_slots + 1) * self.leaf_slots, None),
+            };
+            index = step.1;
+            Some(step)
+        })
+    }
+
+    /// The existing slots among chunks `first..=last`, with their indexes (see
+    /// [`Storage::walk`]).
+    fn slots_in(&self, first: u64, last: u64) -> impl Iterator<Item = (u64, &SpinLock<Slot>)> {
+        self.walk(first, last)
+            .filter_map(|(index, _, slot)| slot.map(|s| (index, s)))
+    }
+
     /// The slot of chunk `index`, creating its leaf if needed.
     fn slot_or_create(&self, index: u64) -> &SpinLock<Slot> {
         let leaf = self.directory[(index / self.leaf_slots) as usize].get_or_init(|| {
@@ -309,9 +351,7 @@ impl Storage {
                 if let Some(bytes) = &mut s.bytes {
                     bytes[within..within + n].copy_from_slice(src);
                 }
-                let newly = track && !s.dirty;
-                s.dirty |= track;
-                break newly;
+                break s.mark_dirty(track);
             };
             drop(fresh);
             if newly_dirty {
@@ -330,14 +370,7 @@ impl Storage {
         }
         let end = offset + len;
         let track = self.backing.is_some();
-        let mut index = offset / CHUNK_SIZE;
-        let last = (end - 1) / CHUNK_SIZE;
-        while index <= last {
-            let Some(slot) = self.slot(index) else {
-                // No leaf: nothing allocated up to the next leaf.
-                index = (index / self.leaf_slots + 1) * self.leaf_slots;
-                continue;
-            };
+        for (index, slot) in self.slots_in(offset / CHUNK_SIZE, (end - 1) / CHUNK_SIZE) {
             let (start, chunk_len) = self.chunk_span(index);
             let (from, to) = (offset.max(start), end.min(start + chunk_len as u64));
             let whole = from == start && to == start + chunk_len as u64;
@@ -353,16 +386,13 @@ impl Storage {
                     } else if let Some(bytes) = &mut s.bytes {
                         bytes[(from - start) as usize..(to - start) as usize].fill(0);
                     }
-                    let newly = track && !s.dirty;
-                    s.dirty |= track;
-                    newly
+                    s.mark_dirty(track)
                 }
             };
             drop(freed);
             if newly_dirty {
                 self.listed_dirty(index);
             }
-            index += 1;
         }
     }
 
@@ -380,14 +410,12 @@ impl Storage {
             return out;
         }
         let end = offset + len;
-        let mut index = offset / CHUNK_SIZE;
-        let last = (end - 1) / CHUNK_SIZE;
-        while index <= last && out.len() <= max {
+        for (index, next, slot) in self.walk(offset / CHUNK_SIZE, (end - 1) / CHUNK_SIZE) {
             // The first `max` extents can no longer change once there is one more.
-            let (allocated, next) = match self.slot(index) {
-                None => (false, (index / self.leaf_slots + 1) * self.leaf_slots),
-                Some(slot) => (slot.lock().bytes.is_some(), index + 1),
-            };
+            if out.len() > max {
+                break;
+            }
+            let allocated = slot.is_some_and(|s| s.lock().bytes.is_some());
             let from = (index * CHUNK_SIZE).max(offset);
             let to = next.saturating_mul(CHUNK_SIZE).min(end);
             match out.last_mut() {
@@ -398,7 +426,6 @@ impl Storage {
                     allocated,
                 }),
             }
-            index = next;
         }
         out.truncate(max);
         out
@@ -416,7 +443,10 @@ impl Storage {
         let mut copy = zeroed_chunk();
         let mut result = Ok(());
         for index in listed {
-            if let Err(status) = self.write_back(b, index, &mut copy) {
+            let Some(slot) = self.slot(index) else {
+                continue;
+            };
+            if let Err(status) = self.write_back(b, index, slot, &mut copy) {
                 result = Err(status);
             }
         }
@@ -438,17 +468,10 @@ impl Storage {
         }
         let mut copy = zeroed_chunk();
         let mut result = Ok(());
-        let mut index = offset / CHUNK_SIZE;
-        let last = (offset + len - 1) / CHUNK_SIZE;
-        while index <= last {
-            if self.slot(index).is_none() {
-                index = (index / self.leaf_slots + 1) * self.leaf_slots;
-                continue;
-            }
-            if let Err(status) = self.write_back(b, index, &mut copy) {
+        for (index, slot) in self.slots_in(offset / CHUNK_SIZE, (offset + len - 1) / CHUNK_SIZE) {
+            if let Err(status) = self.write_back(b, index, slot, &mut copy) {
                 result = Err(status);
             }
-            index += 1;
         }
         result?;
         b.file.sync_all().map_err(|e| io_status(&e))
@@ -464,14 +487,17 @@ impl Storage {
         self.backing.as_ref().filter(|_| !self.read_only)
     }
 
-    /// Writes chunk `index` to the file if it is dirty (zeros if it was freed), through the
-    /// caller's chunk-sized buffer `copy`. The dirty flag is cleared under the slot lock
-    /// together with the copy; if the file write fails it is set again (and the slot listed
-    /// again if that makes it newly dirty), so the next flush retries.
-    fn write_back(&self, b: &Backing, index: u64, copy: &mut [u8]) -> Result<(), NtStatus> {
-        let Some(slot) = self.slot(index) else {
-            return Ok(());
-        };
+    /// Writes chunk `index` (its `slot`) to the file if it is dirty (zeros if it was freed),
+    /// through the caller's chunk-sized buffer `copy`. The dirty flag is cleared under the
+    /// slot lock together with the copy; if the file write fails it is set again (and the slot
+    /// listed again if that makes it newly dirty), so the next flush retries.
+    fn write_back(
+        &self,
+        b: &Backing,
+        index: u64,
+        slot: &SpinLock<Slot>,
+        copy: &mut [u8],
+    ) -> Result<(), NtStatus> {
         {
             let mut s = slot.lock();
             if !s.dirty {
@@ -485,12 +511,7 @@ impl Storage {
         }
         let (at, n) = self.chunk_span(index);
         if let Err(e) = b.file.write_all_at(&copy[..n], at) {
-            let newly = {
-                let mut s = slot.lock();
-                let newly = !s.dirty;
-                s.dirty = true;
-                newly
-            };
+            let newly = slot.lock().mark_dirty(true);
             if newly {
                 self.listed_dirty(index);
             }
@@ -503,6 +524,38 @@ impl Storage {
     fn chunk_span(&self, i: u64) -> (u64, usize) {
         let at = i * CHUNK_SIZE;
         (at, self.size.saturating_sub(at).min(CHUNK_SIZE) as usize)
+    }
+}
+
+/// A fresh backing-file path in a directory of its own, removed on drop (a failing test
+/// leaves nothing behind either).
+#[cfg(test)]
+struct ScratchFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+#[cfg(test)]
+impl ScratchFile {
+    fn new(tag: &str) -> ScratchFile {
+        use std::sync::atomic::AtomicU32;
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "wdfkit-storage-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("disk.img");
+        ScratchFile { dir, path }
+    }
+}
+
+#[cfg(test)]
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -631,13 +684,11 @@ mod tests {
     /// the file, whichever flush's copy it landed in or missed (the dirty-list protocol).
     #[test]
     fn writes_racing_flushes_all_reach_the_file() {
-        let dir = std::env::temp_dir().join(format!("wdfkit-storage-race-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("disk.img");
-        let _ = std::fs::remove_file(&path);
+        let scratch = ScratchFile::new("race");
+        let path = &scratch.path;
         // Small leaves: the writers also race to create leaves.
         let size = 16 * CHUNK_SIZE;
-        let s = Storage::open_with_leaves(size, Some(&path), false, 2).unwrap();
+        let s = Storage::open_with_leaves(size, Some(path), false, 2).unwrap();
         const WRITERS: u64 = 4;
         const ROUNDS: u8 = 200;
         let stop = std::sync::atomic::AtomicBool::new(false);
@@ -668,13 +719,12 @@ mod tests {
         });
         s.flush().unwrap();
         drop(s);
-        let file = std::fs::read(&path).unwrap();
+        let file = std::fs::read(path).unwrap();
         assert_eq!(file.len() as u64, size);
         assert!(
             file.iter().all(|&b| b == ROUNDS),
             "a write is missing from the file"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -719,10 +769,8 @@ mod tests {
 
     #[test]
     fn flush_writes_dirty_chunks_and_zeros_for_freed_ones() {
-        let dir = std::env::temp_dir().join(format!("wdfkit-storage-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("disk.img");
-        let _ = std::fs::remove_file(&path);
+        let scratch = ScratchFile::new("flush");
+        let path = scratch.path.clone();
         let s = Storage::open(4 * CHUNK_SIZE, Some(&path), false).unwrap();
         s.write(0, &[1; 512]);
         s.write(2 * CHUNK_SIZE, &[2; 512]);
@@ -759,7 +807,6 @@ mod tests {
         // Reopening loads exactly what the file holds.
         let s = Storage::open(0, Some(&path), false).unwrap();
         assert_eq!(s.allocated_bytes(), CHUNK_SIZE);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
@@ -770,7 +817,6 @@ mod tests {
 #[cfg(test)]
 mod model {
     use std::collections::BTreeMap;
-    use std::path::PathBuf;
 
     use proptest::prelude::*;
 
@@ -854,9 +900,8 @@ mod model {
         }
     }
 
-    fn run(ops: Vec<Op>, path: PathBuf) {
-        let _ = std::fs::remove_file(&path);
-        let open = || Storage::open_with_leaves(SIZE, Some(&path), false, LEAF).unwrap();
+    fn run(ops: Vec<Op>, path: &Path) {
+        let open = || Storage::open_with_leaves(SIZE, Some(path), false, LEAF).unwrap();
         let mut s = open();
         let mut model: BTreeMap<u64, u8> = BTreeMap::new();
         let mut flushed = model.clone();
@@ -909,8 +954,6 @@ mod model {
             }
         }
         check(&s, &model, 0, SIZE);
-        drop(s);
-        let _ = std::fs::remove_file(&path);
     }
 
     proptest! {
@@ -918,10 +961,7 @@ mod model {
 
         #[test]
         fn storage_matches_its_model(ops in proptest::collection::vec(op(), 1..40)) {
-            let dir = std::env::temp_dir().join(format!("wdfkit-storage-model-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            run(ops, dir.join("disk.img"));
-            let _ = std::fs::remove_dir_all(&dir);
+            run(ops, &ScratchFile::new("model").path);
         }
     }
 }
