@@ -235,6 +235,18 @@ fn spin_word(id: u64, previous: Irql) -> u64 {
     (id << 8) | u64::from(previous.level())
 }
 
+/// The owner's thread id in a spin lock word (0: free).
+#[inline]
+fn word_owner(word: u64) -> u64 {
+    word >> 8
+}
+
+/// The IRQL a spin lock word says to restore on release.
+#[inline]
+fn word_irql(word: u64) -> Irql {
+    Irql::from_level((word & 0xff) as u8)
+}
+
 impl RawSpinLock {
     /// A new, free spin lock named `name` (the name appears in verifier reports).
     pub const fn new(name: &'static str) -> Self {
@@ -265,7 +277,7 @@ impl RawSpinLock {
 
     #[inline]
     fn owner(&self) -> u64 {
-        self.word.load(Ordering::Relaxed) >> 8
+        word_owner(self.word.load(Ordering::Relaxed))
     }
 
     /// Waits for the lock after a failed first attempt that saw `seen`: a spin on a plain
@@ -273,9 +285,9 @@ impl RawSpinLock {
     /// for up to [`SPIN_CHECKS`] looks, then yields the processor between looks.
     #[cold]
     fn acquire_contended(&self, me: u64, mine: u64, seen: u64) {
-        if seen >> 8 == me {
+        if word_owner(seen) == me {
             // Fatal: leave the thread at the IRQL it called at.
-            irql::set_raw(Irql::from_level((mine & 0xff) as u8));
+            irql::set_raw(word_irql(mine));
             report_recursion(self.name, "is already owned by this thread");
         }
         let mut checks = 0u32;
@@ -357,15 +369,15 @@ unsafe impl RawLock for RawSpinLock {
     #[inline]
     fn release(&self) {
         let word = self.word.load(Ordering::Relaxed);
-        if word >> 8 != thread::current_id() {
-            report_foreign_release(self.name, word >> 8);
+        if word_owner(word) != thread::current_id() {
+            report_foreign_release(self.name, word_owner(word));
             return;
         }
         if verifier::enabled() {
             self.stats.releasing(self.addr());
         }
         self.word.store(0, Ordering::Release);
-        irql::set_raw(Irql::from_level((word & 0xff) as u8));
+        irql::set_raw(word_irql(word));
     }
 
     #[inline]
