@@ -5,10 +5,9 @@
 //! The server is started from `env!("CARGO_BIN_EXE_wdfkit")`, waited for on its
 //! `listening on` line, and stopped with SIGTERM, as `crates/nbd/tests/process.rs` does.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,67 +16,24 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wdfkit");
 
-/// A directory removed on drop.
-struct TempDir(PathBuf);
+/// The nbd crate's test support: `TempDir`, `have` (skip a test when a tool is missing) and
+/// `qemu_io`.
+#[path = "../../nbd/tests/common/mod.rs"]
+mod nbd_common;
 
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "wdfkit-serve-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
+use nbd_common::{TempDir, have};
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).display().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Whether `tool` is on PATH; if not, says the test is skipped (as the nbd crate's tests do).
-fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()));
-    if !found {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: {tool} is not installed (ci/nbd-deps.sh installs it)"
-        );
-    }
-    found
+/// `name` inside `dir`, as a command-line argument.
+fn file(dir: &TempDir, name: &str) -> String {
+    dir.path().join(name).display().to_string()
 }
 
 /// Runs qemu-io on the Unix socket `sock`; panics unless every command succeeded.
 fn qemu_io(sock: &str, cmds: &[&str]) {
-    let mut c = Command::new("qemu-io");
-    c.arg("--image-opts")
-        .arg(format!("driver=nbd,server.type=unix,server.path={sock}"));
-    for cmd in cmds {
-        c.arg("-c").arg(cmd);
-    }
-    let out = c.output().expect("qemu-io runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && !text.contains("failed") && !text.contains("error"),
-        "qemu-io {cmds:?} failed:\n{text}"
+    let cmds: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
+    nbd_common::qemu_io(
+        &format!("driver=nbd,server.type=unix,server.path={sock}"),
+        &cmds,
     );
 }
 
@@ -179,9 +135,9 @@ fn trace_and_timeline_of_real_nbd_traffic() {
         return;
     }
     let dir = TempDir::new("trace");
-    let sock = dir.file("s.sock");
-    let trace = dir.file("t.json");
-    let timeline = dir.file("t.svg");
+    let sock = file(&dir, "s.sock");
+    let trace = file(&dir, "t.json");
+    let timeline = file(&dir, "t.svg");
     let server = Server::start(&[
         "--unix",
         &sock,
@@ -270,8 +226,8 @@ fn max_spans_keeps_that_many_and_counts_the_rest() {
         return;
     }
     let dir = TempDir::new("cap");
-    let sock = dir.file("s.sock");
-    let trace = dir.file("t.json");
+    let sock = file(&dir, "s.sock");
+    let trace = file(&dir, "t.json");
     let server = Server::start(&[
         "--unix",
         &sock,
@@ -328,7 +284,7 @@ fn max_spans_keeps_that_many_and_counts_the_rest() {
 #[test]
 fn without_trace_or_timeline_nothing_is_observed() {
     let dir = TempDir::new("plain");
-    let sock = dir.file("s.sock");
+    let sock = file(&dir, "s.sock");
     let server = Server::start(&["--unix", &sock, "--size", "16M", "--sync-scope", "none"]);
     if have("qemu-io") {
         qemu_io(&sock, &["write -P 0xab 0 64k", "read -P 0xab 0 64k"]);
@@ -349,9 +305,9 @@ fn without_trace_or_timeline_nothing_is_observed() {
 #[test]
 fn an_unwritable_trace_fails_the_command_and_names_the_path() {
     let dir = TempDir::new("unwritable");
-    let sock = dir.file("s.sock");
+    let sock = file(&dir, "s.sock");
     // A folder where the trace file should go: creating the file fails when the server stops.
-    let trace = dir.file("t.json");
+    let trace = file(&dir, "t.json");
     std::fs::create_dir(&trace).unwrap();
     let server = Server::start(&["--unix", &sock, "--size", "1M", "--trace", &trace]);
     let Exit { ok, stdout, stderr } = server.terminate();
