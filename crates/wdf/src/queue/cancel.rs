@@ -193,19 +193,12 @@ impl Queue {
             let Some(pos) = st.pending.iter().position(|r| r.id() == id) else {
                 return;
             };
-            let mut req = st.pending.remove(pos).expect("position is in range");
-            self.counters
-                .cancelled_queued
-                .fetch_add(1, Ordering::Relaxed);
-            if req.presented && self.config.canceled_on_queue.is_some() {
-                req.driver_owned = true;
-                st.driver_io_count += 1;
-                st.canceled_on_queue.push_back(req);
+            let req = st.pending.remove(pos).expect("position is in range");
+            let req = self.route_cancelled(&mut st, req);
+            if req.is_none() {
                 self.update_fast(&st);
-                None
-            } else {
-                Some(req)
             }
+            req
         };
         if let Some(r) = req {
             r.complete_internal(NtStatus::CANCELLED);
@@ -222,21 +215,30 @@ impl Queue {
     /// `STATUS_CANCELLED` once the lock is released.
     pub(super) fn take_pending_for_cancel(&self, st: &mut super::QueueState) -> Vec<Request> {
         let mut complete = Vec::new();
-        for mut req in std::mem::take(&mut st.pending) {
+        for req in std::mem::take(&mut st.pending) {
             req.irp().clear_cancel_routine();
-            self.counters
-                .cancelled_queued
-                .fetch_add(1, Ordering::Relaxed);
-            if req.presented && self.config.canceled_on_queue.is_some() {
-                req.driver_owned = true;
-                st.driver_io_count += 1;
-                st.canceled_on_queue.push_back(req);
-            } else {
-                complete.push(req);
-            }
+            complete.extend(self.route_cancelled(st, req));
         }
         self.update_fast(st);
         complete
+    }
+
+    /// A queued request being cancelled, just taken out of the pending list: counted, then
+    /// given back to the driver through `EvtIoCanceledOnQueue` if it was presented before and
+    /// the queue has that callback (driver-owned again; `None`), or returned for the caller to
+    /// complete with `STATUS_CANCELLED`.
+    fn route_cancelled(&self, st: &mut super::QueueState, mut req: Request) -> Option<Request> {
+        self.counters
+            .cancelled_queued
+            .fetch_add(1, Ordering::Relaxed);
+        if req.presented && self.config.canceled_on_queue.is_some() {
+            req.driver_owned = true;
+            st.driver_io_count += 1;
+            st.canceled_on_queue.push_back(req);
+            None
+        } else {
+            Some(req)
+        }
     }
 
     pub(super) fn invoke_canceled_on_queue(self: &Arc<Self>, req: Request) {
